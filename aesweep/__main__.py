@@ -1,0 +1,3 @@
+from aesweep.cli import main
+
+main()

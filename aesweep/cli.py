@@ -1,0 +1,339 @@
+"""`aesweep <command> [overrides]`: dispatch to Hydra apps, after a preflight that composes
+every job's config and validates it, so a typo fails in a second with one line and no job
+starts. Heavy imports (torch, Lightning) happen only once a command really runs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from aesweep import __version__
+from aesweep.config import ConfigError
+
+USAGE = """\
+usage: aesweep <command> [key=value ...]
+
+Train undercomplete autoencoders across bottleneck sizes (Hydra configs, Lightning training).
+
+commands:
+  train [overrides]     train one autoencoder, e.g. aesweep train dim_z=32
+  train -m [overrides]  a Hydra multirun, e.g. aesweep train -m dim_z=64,8,2 optimizer=adam,sgd
+  sweep [overrides]     train every dim_z in sweep.dims, then write the sweep report
+                        (aesweep sweep resume=DIR finishes an interrupted sweep)
+  report DIR            rebuild the report of a finished or partial sweep folder
+  pca [overrides]       closed-form PCA error for every k on the same data, in seconds
+
+options:
+  -h, --help            this help; aesweep <command> --help for the command's settings
+  --version             print the version
+
+Outputs go to outputs/runs/ and outputs/sweeps/. See README.md for more."""
+
+CONFIG_MODULE = "aesweep.configs"
+COMMANDS = ("train", "sweep", "report", "pca")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: user mistakes exit 2 with one line on stderr, no traceback."""
+    try:
+        dispatch(list(sys.argv[1:] if argv is None else argv))
+    except ConfigError as e:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"aesweep: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        print("aesweep: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+def dispatch(argv: list[str]) -> None:
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return
+    if argv[0] in ("-V", "--version"):
+        print(f"aesweep {__version__}")
+        return
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        if os.environ.get("LOCAL_RANK") and command.startswith("-"):
+            # Lightning's DDP re-launches `sys.argv[0]` with Hydra flags and no subcommand.
+            return run_hydra("aesweep.train:run_job", argv)
+        raise ConfigError(f"command {command!r} is unknown: must be one of {', '.join(COMMANDS)}")
+    if command == "report":
+        return report_command(rest)
+    if command == "pca":
+        return run_hydra("aesweep.pca:run_pca", prepare(rest, job_name="pca"))
+    if command == "sweep":
+        rest = sweep_arguments(rest)
+    return run_hydra("aesweep.train:run_job", prepare(rest, job_name="train"))
+
+
+def report_command(rest: list[str]) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="aesweep report", description="Rebuild a sweep report.")
+    parser.add_argument("sweep_dir", help="a sweep folder, e.g. outputs/sweeps/<timestamp>")
+    args = parser.parse_args(rest)
+    sweep_dir = Path(args.sweep_dir)
+    if not sweep_dir.is_dir() or not any(sweep_dir.glob("*/result.json")):
+        raise ConfigError(
+            f"DIR={sweep_dir} is invalid: must be a sweep folder holding */result.json"
+        )
+    from aesweep.report import report_and_exit_code
+
+    raise SystemExit(report_and_exit_code(sweep_dir))
+
+
+def run_hydra(task_path: str, args: list[str]) -> None:
+    """Run `module:function` as the Hydra app over the packaged config tree, keeping
+    sys.argv[0] (Lightning's DDP re-launches it)."""
+    import importlib
+
+    import hydra
+
+    from aesweep.config import register_resolvers
+
+    register_resolvers()
+    module, name = task_path.split(":")
+    task = getattr(importlib.import_module(module), name)
+    sys.argv = [sys.argv[0], *args]
+    hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="train")(
+        task
+    )()
+
+
+def hydra_arguments(rest: list[str]) -> Any:
+    from hydra._internal.utils import get_args_parser
+
+    return get_args_parser().parse_args(rest)
+
+
+def prepare(rest: list[str], job_name: str) -> list[str]:
+    """Validate every job's config and return Hydra's argv, naming multirun job folders by
+    the swept settings only (dim_z=32, or dim_z=32,optimizer=sgd)."""
+    args = hydra_arguments(rest)
+    if args.help or args.hydra_help or args.cfg or args.info or args.shell_completion:
+        return rest  # Hydra explains itself; nothing runs
+    overrides = list(args.overrides)
+    resume = _value(overrides, "resume")
+    if resume is not None and not args.multirun:
+        overrides = resume_run_overrides(overrides, resume)
+    extra = [f"hydra.job.name={job_name}"]
+    if job_name == "pca":
+        extra.append("hydra.run.dir=outputs/pca/${now:%Y-%m-%d_%H-%M-%S}-${aesweep_uid:}")
+    jobs, swept = expand(overrides, args)
+    configs = [compose(job + extra, args) for job in jobs]
+    for cfg in configs:
+        validate_job(cfg, job_name, multirun=args.multirun)
+    if args.multirun:
+        extra += dirname_overrides(overrides, swept)
+    flags = [a for a in rest if a not in args.overrides]
+    return [*flags, *overrides, *extra]
+
+
+def _value(overrides: list[str], key: str) -> str | None:
+    for o in overrides:
+        k, _, v = o.partition("=")
+        if k.lstrip("+~") == key:
+            return v
+    return None
+
+
+def _is_hydra_key(key: str) -> bool:
+    return key.startswith(("hydra.", "hydra/"))
+
+
+def expand(overrides: list[str], args: Any) -> tuple[list[list[str]], list[str]]:
+    """The override list of every job a multirun would launch (Hydra's BasicSweeper product,
+    including `hydra.sweeper.params` set by an experiment), and the swept keys."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    parsed = _parse(parser, overrides)
+    if not args.multirun:
+        sweeps = [o.input_line for o in parsed if o.is_sweep_override()]
+        if sweeps:
+            raise ConfigError(f"{sweeps[0]} is invalid: sweeping a setting needs -m (multirun)")
+        return [overrides], []
+    jobs = BasicSweeper.split_arguments(parsed, None)[0]
+    params = compose(jobs[0], args).hydra.sweeper.get("params") or {}
+    if params:
+        parsed = _parse(parser, [f"{k}={v}" for k, v in params.items()] + overrides)
+        jobs = BasicSweeper.split_arguments(parsed, None)[0]
+    swept = [o.key_or_group for o in parsed if o.is_sweep_override()]
+    return jobs, swept
+
+
+def _parse(parser: Any, overrides: list[str]) -> list[Any]:
+    from hydra.errors import OverrideParseException
+
+    parsed = []
+    for override in overrides:
+        try:
+            parsed += parser.parse_overrides([override])
+        except OverrideParseException as e:
+            reason = " ".join(str(e).split()).split(" See https")[0]
+            raise ConfigError(
+                f"{override} is invalid: Hydra cannot parse it ({reason}); quote values with "
+                f"special characters, e.g. 'key=\"a b\"'"
+            ) from None
+    return parsed
+
+
+def compose(overrides: list[str], args: Any) -> Any:
+    """One job's config, as Hydra would build it; composition errors become ConfigError."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+    from hydra.errors import ConfigCompositionException, MissingConfigException
+
+    from aesweep.config import register_resolvers
+
+    register_resolvers()
+    extra = (
+        [f"hydra.searchpath=[file://{Path(args.config_dir).absolute()}]"] if args.config_dir else []
+    )
+    try:
+        with initialize_config_module(CONFIG_MODULE, version_base="1.3"):
+            return hydra_compose(
+                args.config_name or "train", overrides + extra, return_hydra_config=True
+            )
+    except MissingConfigException as e:
+        group, _, choice = (e.missing_cfg_file or "").rpartition("/")
+        if not group:
+            raise ConfigError(" ".join(str(e).split("\n")[0].split())) from None
+        hint = ""
+        if group == "hydra/launcher":
+            hint = " (joblib and submitit_* come with: pip install 'aesweep[launchers]')"
+        raise ConfigError(
+            f"{group}={choice} is invalid: must be one of {', '.join(e.options or [])}{hint}"
+        ) from None
+    except ConfigCompositionException as e:
+        missing_key = re.match(r"Could not override '([^']+)'", str(e))
+        if missing_key:
+            key = missing_key.group(1)
+            value = _value(overrides, key)
+            raise ConfigError(
+                f"{key}={value} is invalid: there is no such setting (check the spelling with "
+                f"aesweep train --cfg job; add a new key with +{key}={value})"
+            ) from None
+        cause = f" ({' '.join(str(e.__cause__).split())})" if e.__cause__ else ""
+        raise ConfigError(" ".join(str(e).split()) + cause) from None
+
+
+def validate_job(cfg: Any, job_name: str, multirun: bool) -> None:
+    from aesweep.config import check_writable, validate, validate_launcher
+
+    validate(cfg)
+    validate_launcher(cfg.hydra.launcher)
+    if multirun:
+        check_writable("hydra.sweep.dir", cfg.hydra.sweep.dir)
+    else:
+        check_writable("hydra.run.dir", cfg.hydra.run.dir)
+    resume = cfg.get("resume")
+    if resume is not None and not Path(str(resume)).is_dir():
+        raise ConfigError(f"resume={resume} is invalid: must be an existing run or sweep folder")
+
+
+def dirname_overrides(overrides: list[str], swept: list[str]) -> list[str]:
+    """Name job folders by the swept settings (dim_z always): exclude every other override
+    from Hydra's override_dirname."""
+    keys = [o.partition("=")[0].lstrip("+~") for o in overrides]
+    task_keys = [k for k in keys if not _is_hydra_key(k)]
+    named = set(swept) | {"dim_z"}
+    excluded = sorted({k for k in task_keys if k not in named} | {"resume", "ckpt_path"})
+    if not any(k in named for k in task_keys) and not swept:
+        return ["hydra.sweep.subdir=job${hydra.job.num}"]
+    return [f"hydra.job.config.override_dirname.exclude_keys=[{','.join(excluded)}]"]
+
+
+def sweep_arguments(rest: list[str]) -> list[str]:
+    """`aesweep sweep` = a multirun over sweep.dims (or the folder's own overrides when
+    resuming)."""
+    args = hydra_arguments(rest)
+    overrides = list(args.overrides)
+    flags = [a for a in rest if a not in args.overrides and a not in ("-m", "--multirun")]
+    if args.help or args.hydra_help or args.cfg or args.info:
+        return rest
+    resume = _value(overrides, "resume")
+    if resume is not None:
+        return ["-m", *flags, *resume_sweep_overrides(overrides, resume)]
+    if _value(overrides, "dim_z") is None:
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        from aesweep.config import input_dim, validate_dims
+
+        args.multirun = True
+        first = BasicSweeper.split_arguments(_parse(OverridesParser.create(), overrides), None)[0][
+            0
+        ]
+        cfg = compose(first, args)
+        dims = validate_dims("sweep.dims", cfg.sweep.dims, input_dim(cfg))
+        overrides.append("dim_z=" + ",".join(str(k) for k in dims))
+    return ["-m", *flags, *overrides]
+
+
+def resume_sweep_overrides(overrides: list[str], resume: str) -> list[str]:
+    """The sweep's own overrides (from its multirun.yaml) plus resume=DIR: finished jobs are
+    kept, the others continue from their last checkpoint."""
+    from omegaconf import OmegaConf
+
+    sweep_dir = Path(resume)
+    saved = sweep_dir / "multirun.yaml"
+    if not saved.is_file():
+        raise ConfigError(
+            f"resume={resume} is invalid: no multirun.yaml there (not a sweep folder)"
+        )
+    _only_hydra_overrides_with_resume(overrides, "resume=DIR")
+    cfg = OmegaConf.load(saved)
+    task = [o for o in cfg.hydra.overrides.task if _value([o], "resume") is None]
+    keep = (
+        "hydra.sweep.dir=",
+        "hydra.job.config.override_dirname.exclude_keys=",
+        "hydra.sweep.subdir=",
+        "hydra.job.name=",
+    )
+    hydra_saved = [o for o in cfg.hydra.overrides.hydra if not o.startswith(keep)]
+    hydra_new = [o for o in overrides if _is_hydra_key(o.partition("=")[0])]
+    return [
+        *task,
+        *(hydra_new or hydra_saved),
+        f"resume={sweep_dir}",
+        f"hydra.sweep.dir={sweep_dir}",
+    ]
+
+
+def resume_run_overrides(overrides: list[str], resume: str) -> list[str]:
+    """A single run's own overrides plus resume=DIR, into the same folder: it continues
+    from checkpoints/last.ckpt to the requested epochs."""
+    from omegaconf import OmegaConf
+
+    run_dir = Path(resume)
+    saved = run_dir / ".hydra" / "overrides.yaml"
+    if not saved.is_file():
+        raise ConfigError(
+            f"resume={resume} is invalid: no .hydra/overrides.yaml there (not a run folder)"
+        )
+    _only_hydra_overrides_with_resume(overrides, "resume=DIR")
+    task = [o for o in OmegaConf.load(saved) if _value([o], "resume") is None]
+    hydra_new = [o for o in overrides if _is_hydra_key(o.partition("=")[0])]
+    return [*task, *hydra_new, f"resume={run_dir}", f"hydra.run.dir={run_dir}"]
+
+
+def _only_hydra_overrides_with_resume(overrides: list[str], what: str) -> None:
+    others = [
+        o
+        for o in overrides
+        if not _is_hydra_key(o.partition("=")[0]) and _value([o], "resume") is None
+    ]
+    if others:
+        raise ConfigError(
+            f"{others[0]} is invalid with {what}: a resumed run keeps its own settings "
+            f"(only hydra.* and hydra/launcher=... may be given)"
+        )

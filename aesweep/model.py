@@ -1,0 +1,118 @@
+"""The MLP autoencoder and the LightningModule that trains and scores it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from torch import Tensor, nn
+
+from aesweep.data import EVAL_SPLITS
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "leaky_relu": nn.LeakyReLU,
+    "elu": nn.ELU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "sigmoid": nn.Sigmoid,
+    "tanh": nn.Tanh,
+    "identity": nn.Identity,
+}
+
+
+class DivergenceError(RuntimeError):
+    """The training loss stopped being finite."""
+
+
+def mlp(widths: list[int], activation: str) -> nn.Sequential:
+    """Linear layers through `widths`, the activation between them but not after the last:
+    the code and the output logits stay linear."""
+    layers: list[nn.Module] = []
+    for i, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
+        if i > 0 and activation != "identity":
+            layers.append(ACTIVATIONS[activation]())
+        layers.append(nn.Linear(n_in, n_out))
+    return nn.Sequential(*layers)
+
+
+class AutoEncoder(pl.LightningModule):
+    """x -> z = enc(x) -> x_hat = dec(z); the decoder mirrors the encoder's widths.
+
+    `center=True` subtracts the training mean before encoding and adds it back after decoding
+    (PCA's setting). Metrics are always in pixel space: `*_mse` is per pixel, `*_sse` is the
+    sum of squared errors per image.
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        dim_z: int,
+        hidden: list[int],
+        activation: str = "relu",
+        output: str = "sigmoid",
+        loss: str = "mse",
+        optimizer: dict[str, Any] | None = None,
+        scheduler: dict[str, Any] | None = None,
+        center: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.encoder = mlp([input_dim, *hidden, dim_z], activation)
+        self.decoder = mlp([dim_z, *reversed(hidden), input_dim], activation)
+        self.register_buffer("mean", torch.zeros(input_dim))
+
+    def encode(self, x: Tensor) -> Tensor:
+        return self.encoder(x - self.mean)
+
+    def decode_logits(self, z: Tensor) -> Tensor:
+        """Decoder output before the output activation (what BCE-with-logits needs)."""
+        return self.decoder(z) + self.mean
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.decode_logits(self.encode(x))
+        return torch.sigmoid(out) if self.hparams.output == "sigmoid" else out
+
+    def _loss(self, x: Tensor) -> Tensor:
+        logits = self.decode_logits(self.encode(x))
+        name = self.hparams.loss
+        if name == "bce":
+            return F.binary_cross_entropy_with_logits(logits, x)
+        x_hat = torch.sigmoid(logits) if self.hparams.output == "sigmoid" else logits
+        return F.mse_loss(x_hat, x) if name == "mse" else F.l1_loss(x_hat, x)
+
+    def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
+        loss = self._loss(batch)
+        if not torch.isfinite(loss):
+            lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+            raise DivergenceError(
+                f"training loss became {loss.item()} at epoch {self.current_epoch}, "
+                f"step {self.global_step}; try a lower optimizer.lr (now {lr:g})"
+            )
+        self.log("train_loss", loss, prog_bar=True, batch_size=len(batch))
+        return loss
+
+    def validation_step(self, batch: Tensor, batch_idx: int) -> None:
+        self.log("val_loss", self._loss(batch), prog_bar=True, batch_size=len(batch))
+
+    def test_step(self, batch: Tensor, batch_idx: int, dataloader_idx: int = 0) -> None:
+        """Scores one split per dataloader (see TensorDataModule.test_dataloader)."""
+        sq = (self(batch) - batch).pow(2)
+        split, n = EVAL_SPLITS[dataloader_idx], len(batch)
+        log = dict(batch_size=n, add_dataloader_idx=False)
+        self.log(f"{split}_mse", sq.mean(), **log)
+        self.log(f"{split}_sse", sq.sum(dim=1).mean(), **log)
+
+    def configure_optimizers(self) -> Any:
+        optimizer = instantiate(self.hparams.optimizer)(self.parameters())
+        if not self.hparams.scheduler:
+            return optimizer
+        scheduler = instantiate(self.hparams.scheduler)(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    @property
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())

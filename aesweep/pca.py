@@ -1,0 +1,195 @@
+"""Closed-form PCA for every k from one SVD, and the comparison of a linear autoencoder's
+decoder with PCA's subspace.
+
+Units follow the metrics contract: `*_mse` is per pixel, `*_sse` is the sum of squared
+errors per image (Hinton & Salakhutdinov's "average squared error per image").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class PCAFit:
+    """PCA of a training split, scored on a test split, for every k = 0..d at once.
+
+    mean: (d,) training mean. components: (d, d), rows orthonormal, by decreasing training
+    variance (directions beyond the data's rank complete the basis). variances: (d,)
+    training variance along each component. test_sse: (d + 1,), entry k is the mean per-image
+    squared error on the test split of the reconstruction from the top k components.
+    """
+
+    mean: Tensor
+    components: Tensor
+    variances: Tensor
+    test_sse: Tensor
+
+    @property
+    def input_dim(self) -> int:
+        return self.mean.numel()
+
+    def test_mse(self, k: int) -> float:
+        return float(self.test_sse[k]) / self.input_dim
+
+    def explained_variance_ratio(self) -> Tensor:
+        return self.variances / self.variances.sum()
+
+
+def fit_pca(train_x: Tensor, test_x: Tensor) -> PCAFit:
+    """One SVD of the centred training data (float64); the test error for every k follows
+    from the test images' coordinates in the principal basis, since the residual of a
+    projection onto k orthonormal directions is ||x||^2 - sum of the k squared coordinates."""
+    train = train_x.double()
+    mean = train.mean(dim=0)
+    _, s, vh = torch.linalg.svd(train - mean, full_matrices=False)
+    d = train.shape[1]
+    if vh.shape[0] < d:  # fewer images than pixels: complete the basis with the null space
+        q, _ = torch.linalg.qr(vh.T, mode="complete")
+        vh = torch.cat([vh, q[:, vh.shape[0] :].T])
+        s = torch.cat([s, s.new_zeros(d - len(s))])
+    coords = (test_x.double() - mean) @ vh.T
+    total = coords.pow(2).sum(dim=1, keepdim=True)
+    residual = total - torch.cat([coords.new_zeros(len(coords), 1), coords.pow(2).cumsum(1)], 1)
+    test_sse = residual.clamp_min(0).mean(dim=0)
+    variances = s.pow(2) / max(len(train) - 1, 1)
+    return PCAFit(mean.float(), vh.float(), variances.float(), test_sse)
+
+
+def cache_key(data_cfg: dict) -> str:
+    """A data configuration's identity for the PCA cache (batch size does not change PCA)."""
+    relevant = {k: v for k, v in sorted(data_cfg.items()) if k not in ("batch_size", "download")}
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+_memory: dict[str, PCAFit] = {}
+
+
+def cached_pca(data_cfg: dict, cache_dir: Path, train_x: Tensor, test_x: Tensor) -> PCAFit:
+    """fit_pca once per data configuration: in memory within a process, on disk across the
+    processes of a parallel sweep. A damaged cache file is recomputed, never trusted."""
+    from aesweep.data import save_atomically
+
+    key = cache_key(data_cfg)
+    if key in _memory:
+        return _memory[key]
+    path = cache_dir / f"pca-{key}.pt"
+    fit = None
+    if path.is_file():
+        try:
+            fit = PCAFit(**torch.load(path, weights_only=True))
+        except Exception:
+            fit = None
+    if fit is None or fit.input_dim != train_x.shape[1]:
+        fit = fit_pca(train_x, test_x)
+        save_atomically(fit.__dict__, path)
+    _memory[key] = fit
+    return fit
+
+
+def principal_angles(a: Tensor, b: Tensor) -> Tensor:
+    """Principal angles (radians, ascending) between the column spaces of a (d, k) and b (d, k)."""
+    qa, _ = torch.linalg.qr(a.double())
+    qb, _ = torch.linalg.qr(b.double())
+    cosines = torch.linalg.svdvals(qa.T @ qb).clamp(-1.0, 1.0)
+    return torch.arccos(cosines).flip(0)
+
+
+def recovered_directions(decoder_weight: Tensor, centred_train: Tensor) -> Tensor:
+    """Principal directions recovered from a linear decoder (Plaut 2018; Kunin et al. 2019):
+    orthonormalise the decoder's columns, then rotate them by the eigenvectors of the
+    training covariance projected onto that subspace. Returns (k, d) rows by decreasing
+    variance; each row's sign is arbitrary."""
+    q, _ = torch.linalg.qr(decoder_weight.double())
+    coords = centred_train.double() @ q
+    eigvals, eigvecs = torch.linalg.eigh(coords.T @ coords)
+    directions = (q @ eigvecs.flip(1)).T
+    return directions.float()
+
+
+@dataclass(frozen=True)
+class SubspaceComparison:
+    """How a linear decoder's subspace sits against PCA's top-k subspace."""
+
+    max_angle_deg: float
+    mean_sq_cos: float
+    component_cos: list[float]  # |cos| of recovered direction i to PCA component i
+
+    def as_dict(self) -> dict:
+        return {
+            "max_principal_angle_deg": self.max_angle_deg,
+            "mean_sq_cos": self.mean_sq_cos,
+            "component_abs_cos": self.component_cos,
+        }
+
+
+def compare_subspaces(
+    decoder_weight: Tensor, fit: PCAFit, centred_train: Tensor
+) -> tuple[SubspaceComparison, Tensor]:
+    """Principal angles and matched components of a (d, k) decoder against PCA's top k;
+    also returns the recovered directions (k, d), signed like PCA's for side-by-side plots."""
+    k = decoder_weight.shape[1]
+    top = fit.components[:k]
+    angles = principal_angles(decoder_weight, top.T)
+    recovered = recovered_directions(decoder_weight, centred_train)
+    dots = (recovered.double() * top.double()).sum(dim=1)
+    recovered = recovered * torch.where(dots < 0, -1.0, 1.0).float()[:, None]  # match PCA's signs
+    cos = dots.abs()
+    comparison = SubspaceComparison(
+        max_angle_deg=math.degrees(float(angles.max())),
+        mean_sq_cos=float(torch.cos(angles).pow(2).mean()),
+        component_cos=[round(float(c), 6) for c in cos],
+    )
+    return comparison, recovered
+
+
+def pca_table(fit: PCAFit) -> Any:
+    """The PCA curve as a table: k, test error per pixel and per image, explained variance."""
+    import pandas as pd
+
+    ratio = torch.cat([fit.explained_variance_ratio().new_zeros(1), fit.explained_variance_ratio()])
+    return pd.DataFrame(
+        {
+            "k": range(fit.input_dim + 1),
+            "pca_test_mse": (fit.test_sse / fit.input_dim).numpy(),
+            "pca_test_sse": fit.test_sse.numpy(),
+            "explained_variance_ratio": ratio.double().numpy(),
+            "cumulative_explained_variance": ratio.double().cumsum(0).numpy(),
+        }
+    )
+
+
+def run_pca(cfg: Any) -> None:
+    """Hydra task of `aesweep pca`: the closed-form curve for the configured data."""
+    import os
+
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    from aesweep.data import load_splits
+    from aesweep.report import write_text_atomically
+
+    out = Path(HydraConfig.get().runtime.output_dir)
+    splits = load_splits(cfg.data)
+    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
+    fit = cached_pca(
+        data_cfg, Path(os.path.expanduser(str(cfg.data.root))), splits.train_x, splits.test_x
+    )
+    table = pca_table(fit)
+    write_text_atomically(table.to_csv(index=False), out / "pca_vs_dim.csv")
+    dims = sorted({int(k) for k in cfg.sweep.dims} | {0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512})
+    shown = table[table["k"].isin([k for k in dims if k <= fit.input_dim] + [fit.input_dim])]
+    print(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(
+        f"PCA of data={HydraConfig.get().runtime.choices.data}: {len(splits.train_x)} training, "
+        f"{len(splits.test_x)} test images; error per image = sum over pixels in [0, 1]"
+    )
+    print(f"written: {out / 'pca_vs_dim.csv'}")

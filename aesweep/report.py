@@ -1,0 +1,332 @@
+"""Figures and the sweep report: loss-vs-dimension table and plot, reconstruction montages.
+
+Pure pieces, as in torchvision.utils: `collect` computes a table, `draw_*` turn data into
+figures, `write_*`/`save_*` put files on disk atomically (temp file + rename), so a crash
+mid-write never leaves a half-written report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from hydra.experimental.callback import Callback
+from matplotlib.figure import Figure
+
+RESULT = "result.json"
+SCALE, PAD, LABEL_PX, DPI = 3, 2, 130, 100
+METRIC_COLUMNS = [
+    "dim_z",
+    "test_mse",
+    "pca_test_mse",
+    "test_sse",
+    "pca_test_sse",
+    "val_mse",
+    "val_sse",
+    "train_mse",
+    "train_sse",
+    "max_principal_angle_deg",
+    "mean_sq_cos",
+    "n_train",
+    "n_val",
+    "n_test",
+    "epochs",
+    "steps",
+    "seconds",
+    "n_params",
+    "status",
+    "error",
+]
+DESCRIPTION_COLUMNS = [
+    "data",
+    "model",
+    "hidden",
+    "activation",
+    "output",
+    "loss",
+    "optimizer",
+    "lr",
+    "batch_size",
+    "max_epochs",
+    "seed",
+    "input_dim",
+    "component_abs_cos",
+    "run_dir",
+]
+IGNORED_OVERRIDES = ("dim_z", "resume", "ckpt_path")
+
+
+def _replace_atomically(path: Path, write: Any) -> None:
+    """Call write(tmp_path), then rename tmp_path onto path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json_atomically(obj: dict[str, Any], path: Path) -> None:
+    _replace_atomically(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2) + "\n"))
+
+
+def write_text_atomically(text: str, path: Path) -> None:
+    _replace_atomically(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def save_figure(fig: Figure, path: Path) -> None:
+    _replace_atomically(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
+
+
+def digit_grid(rows: Sequence[Any], image_shape: Sequence[int]) -> np.ndarray:
+    """One grey image (H, W) of `rows` of flattened images in [0, 1], one row each,
+    via torchvision's make_grid: H = n_rows * (h + PAD) + PAD, W likewise."""
+    import torch
+    from torchvision.utils import make_grid
+
+    n_cols = len(rows[0])
+    images = torch.cat([torch.as_tensor(np.asarray(r), dtype=torch.float32) for r in rows])
+    grid = make_grid(images.view(-1, *image_shape), nrow=n_cols, padding=PAD, pad_value=1.0)
+    return grid[0].clamp(0, 1).numpy()
+
+
+def draw_montage(
+    first: Any,
+    rows: Sequence[tuple[str, Any]],
+    image_shape: Sequence[int],
+    first_label: str = "original",
+) -> Figure:
+    """Originals on top, then one labelled row per (label, images): the lecture's figure.
+    Exactly LABEL_PX + SCALE * W by SCALE * H pixels (see digit_grid)."""
+    labels = [first_label, *(label for label, _ in rows)]
+    grid = digit_grid([first, *(images for _, images in rows)], image_shape)
+    h, w = grid.shape
+    width, height = LABEL_PX + SCALE * w, SCALE * h
+    fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI)
+    ax = fig.add_axes((LABEL_PX / width, 0, SCALE * w / width, 1))
+    ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest", aspect="auto")
+    ax.set_axis_off()
+    row_h = (h - PAD) / len(labels)
+    for i, label in enumerate(labels):
+        y = 1 - (PAD / 2 + (i + 0.5) * row_h) / h
+        fig.text((LABEL_PX - 8) / width, y, label, ha="right", va="center", fontsize=11)
+    return fig
+
+
+def draw_components(recovered: Any, pca: Any, image_shape: Sequence[int]) -> Figure:
+    """Directions recovered from a linear AE above PCA's, each scaled to [0, 1] (0.5 = zero)."""
+
+    def to_unit(v: Any) -> np.ndarray:
+        v = np.asarray(v, dtype=np.float32)
+        return 0.5 + 0.5 * v / np.abs(v).max(axis=1, keepdims=True).clip(1e-12)
+
+    return draw_montage(
+        to_unit(recovered), [("PCA", to_unit(pca))], image_shape, first_label="linear AE"
+    )
+
+
+def draw_latent(codes: Any, labels: Any) -> Figure:
+    """Test codes coloured by digit label (the model never saw labels): a scatter for
+    dim_z = 2, a per-digit strip plot for dim_z = 1."""
+    codes, labels = np.asarray(codes), np.asarray(labels)
+    fig = Figure(figsize=(6.4, 5.2), dpi=DPI)
+    ax = fig.add_subplot()
+    rng = np.random.default_rng(0)
+    for label in np.unique(labels):
+        c = codes[labels == label]
+        color = f"C{int(label) % 10}"
+        if codes.shape[1] >= 2:
+            ax.scatter(c[:, 0], c[:, 1], s=6, color=color, label=str(label), alpha=0.7)
+        else:
+            jitter = label + rng.uniform(-0.3, 0.3, len(c))
+            ax.scatter(c[:, 0], jitter, s=6, color=color, label=str(label), alpha=0.7)
+    if codes.shape[1] >= 2:
+        ax.set(xlabel="z[0]", ylabel="z[1]", title="Test codes, dim(z) = 2")
+    else:
+        ax.set(xlabel="z", ylabel="digit label", title="Test codes, dim(z) = 1")
+        ax.set_yticks(np.unique(labels))
+    ax.legend(title="digit", markerscale=3, fontsize=8, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def collect(sweep_dir: Path) -> pd.DataFrame:
+    """One row per job folder holding a result.json: the swept settings (overrides whose
+    value differs between jobs) first, then the metrics, sorted by dim_z descending."""
+    rows = []
+    for path in sorted(sweep_dir.glob(f"*/{RESULT}")):
+        try:
+            rows.append(json.loads(path.read_text()))
+        except ValueError:
+            rows.append(
+                {"status": "failed", "error": f"unreadable {path}", "run_dir": str(path.parent)}
+            )
+    if not rows:
+        return pd.DataFrame(columns=METRIC_COLUMNS)
+    settings = [_settings(r.get("overrides", [])) for r in rows]
+    keys = sorted({k for s in settings for k in s})
+    swept = [k for k in keys if len({s.get(k) for s in settings}) > 1]
+    table = pd.DataFrame(rows)
+    for k in swept:
+        table.insert(0, k, [s.get(k, "") for s in settings])
+    columns = [*swept, *(c for c in METRIC_COLUMNS + DESCRIPTION_COLUMNS if c in table)]
+    table = table[columns].sort_values(["dim_z", *swept], ascending=[False] + [True] * len(swept))
+    table.attrs["settings"] = swept
+    return table.reset_index(drop=True)
+
+
+def _settings(overrides: Sequence[str]) -> dict[str, str]:
+    pairs = (o.split("=", 1) for o in overrides if "=" in o)
+    return {k.lstrip("+~"): v for k, v in pairs if k.lstrip("+~") not in IGNORED_OVERRIDES}
+
+
+def combinations(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """(label, rows) per combination of the swept non-dim settings; one ("", all) if none."""
+    settings = table.attrs.get("settings", [])
+    if not settings:
+        return [("", table)]
+    groups = table.groupby(settings, sort=True, dropna=False)
+    return [
+        (
+            ", ".join(
+                f"{k}={v}"
+                for k, v in zip(settings, key if isinstance(key, tuple) else (key,), strict=True)
+            ),
+            rows,
+        )
+        for key, rows in groups
+    ]
+
+
+def draw_loss_vs_dim(table: pd.DataFrame) -> Figure:
+    """Test error per image of each AE curve and of PCA against dim_z on a log axis; for
+    linear sweeps a second panel with the largest principal angle to PCA's subspace."""
+    ok = table[table["status"] == "ok"]
+    angles = "max_principal_angle_deg" in ok and ok["max_principal_angle_deg"].notna().any()
+    fig = Figure(figsize=(11 if angles else 7, 4.8), dpi=DPI)
+    axes = fig.subplots(1, 2 if angles else 1, squeeze=False)[0]
+    pca_curves: list[tuple[str, tuple]] = []
+    for label, rows in combinations(ok):
+        rows = rows.sort_values("dim_z")
+        axes[0].plot(rows["dim_z"], rows["test_sse"], "o-", label=f"AE {label}".strip())
+        curve = tuple(zip(rows["dim_z"], rows["pca_test_sse"].round(6), strict=True))
+        if curve not in [c for _, c in pca_curves]:
+            pca_curves.append((label, curve))
+        if angles:
+            axes[1].plot(rows["dim_z"], rows["max_principal_angle_deg"], "o-", label=label or None)
+    for i, (label, curve) in enumerate(pca_curves):
+        dims, errors = zip(*curve, strict=True)
+        name = "PCA (closed form)" + (f" {label}" if len(pca_curves) > 1 else "")
+        axes[0].plot(dims, errors, "s--", color="black", alpha=1 - 0.25 * (i % 3), label=name)
+    input_dim = int(ok["input_dim"].iloc[0]) if len(ok) and "input_dim" in ok else None
+    axes[0].set(
+        xscale="log",
+        xlabel="bottleneck size dim(z) (log scale)",
+        ylabel="test error: squared error per image\n(sum over pixels in [0, 1])",
+        title=f"Reconstruction error vs code size (input dim {input_dim})",
+    )
+    axes[0].legend(fontsize=8)
+    if angles:
+        axes[1].set(
+            xscale="log",
+            xlabel="bottleneck size dim(z) (log scale)",
+            ylabel="largest principal angle to PCA subspace (degrees)",
+            title="Linear AE subspace vs PCA",
+        )
+    dims = sorted(ok["dim_z"].unique())
+    for ax in axes:
+        ax.set_xticks(dims, [str(k) for k in dims])
+        ax.minorticks_off()
+        ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def draw_sweep_montage(rows: pd.DataFrame) -> Figure | None:
+    """Originals, then one row per dim (descending) from each job's samples.npz."""
+    samples = []
+    for _, row in rows[rows["status"] == "ok"].sort_values("dim_z", ascending=False).iterrows():
+        path = Path(row["run_dir"]) / "samples.npz"
+        if path.is_file():
+            samples.append((int(row["dim_z"]), np.load(path)))
+    if not samples:
+        return None
+    first = samples[0][1]
+    shape = tuple(int(s) for s in first["image_shape"])
+    return draw_montage(
+        first["originals"], [(f"dim(z) = {k}", s["reconstructions"]) for k, s in samples], shape
+    )
+
+
+def slug(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", label).strip("_")
+
+
+def write_report(sweep_dir: Path) -> pd.DataFrame:
+    """(Re)build a sweep folder's loss_vs_dim.csv, loss_vs_dim.png and montage(s) from the
+    job folders' result.json; works on partial sweeps."""
+    table = collect(sweep_dir)
+    csv = table.to_csv(index=False)
+    write_text_atomically(csv, sweep_dir / "loss_vs_dim.csv")
+    if (table["status"] == "ok").any():
+        save_figure(draw_loss_vs_dim(table), sweep_dir / "loss_vs_dim.png")
+    groups = combinations(table)
+    for label, rows in groups:
+        fig = draw_sweep_montage(rows)
+        if fig is not None:
+            name = (
+                "reconstructions.png" if len(groups) == 1 else f"reconstructions_{slug(label)}.png"
+            )
+            save_figure(fig, sweep_dir / name)
+    return table
+
+
+def format_table(table: pd.DataFrame) -> str:
+    """The compact table printed at the end of a sweep."""
+    columns = [
+        *table.attrs.get("settings", []),
+        "dim_z",
+        "test_sse",
+        "pca_test_sse",
+        "test_mse",
+        "epochs",
+        "seconds",
+        "status",
+    ]
+    shown = table[[c for c in columns if c in table]]
+    return shown.to_string(index=False, float_format=lambda v: f"{v:.4g}")
+
+
+def report_and_exit_code(sweep_dir: Path) -> int:
+    """Write the report, print it, and say whether every job finished (0) or not (1)."""
+    table = write_report(sweep_dir)
+    print(f"\nsweep folder: {sweep_dir}")
+    print(format_table(table))
+    unfinished = table[table["status"] != "ok"]
+    if len(unfinished):
+        print(
+            f"aesweep: {len(unfinished)} of {len(table)} jobs did not finish; "
+            f"rerun them with: aesweep sweep resume={sweep_dir}"
+        )
+        return 1
+    return 0
+
+
+class SweepReportCallback(Callback):
+    """Writes the report when a Hydra multirun ends. Jobs never raise (they record their
+    failure in result.json), so Hydra always reaches on_multirun_end."""
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        code = report_and_exit_code(Path(config.hydra.sweep.dir))
+        if code:
+            raise SystemExit(code)

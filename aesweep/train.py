@@ -1,0 +1,301 @@
+"""One run: seed, build data and model, fit, test, write the run folder's artefacts.
+
+`run_job` is the Hydra task. It never lets a job's failure escape: Hydra would abort the
+sweep and skip the report, so a failure becomes `result.json` with status=failed instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import time
+import traceback
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger
+
+from aesweep.data import DataError, Splits, TensorDataModule, load_splits
+from aesweep.model import AutoEncoder, DivergenceError
+from aesweep.pca import PCAFit, cached_pca, compare_subspaces
+from aesweep.report import (
+    draw_components,
+    draw_latent,
+    draw_montage,
+    save_figure,
+    write_json_atomically,
+)
+
+log = logging.getLogger(__name__)
+RESULT = "result.json"
+
+# Noise that says nothing about this run: Hydra writes .hydra/ into the run folder before the
+# CSV logger starts, a torch/Lightning deprecation, and Lightning's product tips.
+warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
+    lambda record: not str(record.msg).startswith("💡")
+)
+
+
+class Interrupted(Exception):
+    """Training stopped on SIGINT or SIGTERM after saving its checkpoint."""
+
+    def __init__(self, signame: str) -> None:
+        super().__init__(f"interrupted by {signame}; continue with resume=<this run folder>")
+        self.exit_code = 128 + getattr(signal, signame)
+
+
+class CheckpointOnInterrupt(Callback):
+    """Saves last.ckpt mid-epoch when the user stops training, and only then: after a
+    divergence the last good checkpoint must stay as it is."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.signame = path, None
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exc: BaseException):
+        from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+        if isinstance(exc, KeyboardInterrupt | SIGTERMException):
+            self.signame = "SIGINT" if isinstance(exc, KeyboardInterrupt) else "SIGTERM"
+            trainer.save_checkpoint(self.path)
+
+
+def build_model(cfg: DictConfig, splits: Splits) -> AutoEncoder:
+    model = AutoEncoder(
+        input_dim=splits.input_dim,
+        dim_z=cfg.dim_z,
+        hidden=list(cfg.model.hidden),
+        activation=cfg.model.activation,
+        output=cfg.model.output,
+        loss=cfg.loss.name,
+        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
+        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.scheduler else None,
+        center=cfg.model.center,
+    )
+    if cfg.model.center:
+        model.mean.copy_(splits.train_x.mean(dim=0))
+    return model
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, on_interrupt: Callback) -> pl.Trainer:
+    # The newest epoch, always as checkpoints/last.ckpt, replaced atomically each epoch.
+    checkpoints = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints", filename="last", save_top_k=1, enable_version_counter=False
+    )
+    return instantiate(
+        cfg.trainer,
+        default_root_dir=str(run_dir),
+        logger=CSVLogger(str(run_dir), name="", version=""),
+        callbacks=[checkpoints, on_interrupt],
+    )
+
+
+def check_checkpoint(path: Path, model: AutoEncoder) -> None:
+    """Fail with the file's name when a checkpoint is damaged or belongs to another model,
+    instead of deep inside torch.load or load_state_dict."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        saved = ckpt["hyper_parameters"]
+    except Exception as e:
+        raise DataError(f"checkpoint {path} is damaged or not a Lightning checkpoint ({e})") from e
+    for key in ("input_dim", "dim_z", "hidden", "activation", "output"):
+        if saved.get(key) != model.hparams[key]:
+            raise DataError(
+                f"checkpoint {path} was trained with {key}={saved.get(key)}, this run has "
+                f"{key}={model.hparams[key]}"
+            )
+
+
+def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Fit one autoencoder and write its artefacts; returns the metrics of the contract."""
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    splits = load_splits(cfg.data)
+    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
+    cache_dir = Path(os.path.expanduser(str(cfg.data.root)))
+    pca = cached_pca(data_cfg, cache_dir, splits.train_x, splits.test_x)
+    model = build_model(cfg, splits)
+    datamodule = TensorDataModule(splits, cfg.data.batch_size)
+
+    ckpt_path = cfg.ckpt_path
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if ckpt_path is None and cfg.resume is not None and last.is_file():
+        ckpt_path = last
+    if ckpt_path is not None:
+        check_checkpoint(Path(ckpt_path), model)
+
+    on_interrupt = CheckpointOnInterrupt(last)
+    trainer = build_trainer(cfg, run_dir, on_interrupt)
+    start = time.perf_counter()
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    except SystemExit:
+        if on_interrupt.signame:
+            raise Interrupted(on_interrupt.signame) from None
+        raise
+    seconds = time.perf_counter() - start
+    if trainer.interrupted:
+        raise Interrupted(on_interrupt.signame or "SIGINT")
+
+    scores: dict[str, float] = {}
+    for split_scores in trainer.test(model, datamodule=datamodule, verbose=False):
+        scores.update(split_scores)
+    metrics = {
+        **{k: float(v) for k, v in sorted(scores.items())},
+        "pca_test_mse": pca.test_mse(cfg.dim_z),
+        "pca_test_sse": float(pca.test_sse[cfg.dim_z]),
+        "input_dim": splits.input_dim,
+        "n_train": len(splits.train_x),
+        "n_val": len(splits.val_x),
+        "n_test": len(splits.test_x),
+        "epochs": trainer.current_epoch,
+        "steps": trainer.global_step,
+        "seconds": round(seconds, 3),
+        "n_params": model.n_params,
+    }
+    model.eval()
+    metrics.update(write_artefacts(model, splits, pca, cfg, run_dir))
+    return metrics
+
+
+@torch.no_grad()
+def write_artefacts(
+    model: AutoEncoder, splits: Splits, pca: PCAFit, cfg: DictConfig, run_dir: Path
+) -> dict[str, Any]:
+    """Reconstruction grid, the digits behind it, and the plots that depend on dim_z or on
+    the model being linear; returns the extra metrics they produce."""
+    model = model.cpu()
+    shown = splits.display_indices()
+    originals = splits.test_x[shown]
+    recon = model(originals)
+    np.savez_compressed(
+        run_dir / "samples.npz",
+        originals=originals.numpy(),
+        reconstructions=recon.numpy(),
+        labels=splits.test_y[shown].numpy(),
+        image_shape=np.array(splits.image_shape),
+    )
+    fig = draw_montage(originals, [(f"dim(z) = {cfg.dim_z}", recon)], splits.image_shape)
+    save_figure(fig, run_dir / "reconstructions.png")
+
+    extra: dict[str, Any] = {}
+    if cfg.dim_z <= 2:
+        codes = model.encode(splits.test_x)
+        save_figure(draw_latent(codes, splits.test_y), run_dir / "latent.png")
+    if is_linear(cfg):
+        decoder = model.decoder[-1].weight  # (d, k): its columns span the decoded subspace
+        comparison, recovered = compare_subspaces(decoder, pca, splits.train_x - pca.mean)
+        extra.update(comparison.as_dict())
+        n = min(16, cfg.dim_z)
+        fig = draw_components(recovered[:n], pca.components[:n], splits.image_shape)
+        save_figure(fig, run_dir / "pca_components.png")
+    return extra
+
+
+def is_linear(cfg: DictConfig) -> bool:
+    """A linear AE: no nonlinearity anywhere, so its decoder is one linear map."""
+    m = cfg.model
+    return m.activation == "identity" and m.output == "identity" and len(m.hidden) == 0
+
+
+def describe(cfg: DictConfig, hydra_cfg: Any, run_dir: Path) -> dict[str, Any]:
+    """The settings that identify a job in result.json and in the sweep table."""
+    choices = hydra_cfg.runtime.choices
+    overrides = [o for o in hydra_cfg.overrides.task if not o.startswith(("resume=", "ckpt_path="))]
+    return {
+        "dim_z": cfg.dim_z,
+        "data": choices.get("data"),
+        "model": choices.get("model"),
+        "hidden": list(cfg.model.hidden),
+        "activation": cfg.model.activation,
+        "output": cfg.model.output,
+        "loss": cfg.loss.name,
+        "optimizer": choices.get("optimizer"),
+        "lr": cfg.optimizer.lr,
+        "batch_size": cfg.data.batch_size,
+        "max_epochs": cfg.trainer.max_epochs,
+        "seed": cfg.seed,
+        "overrides": list(overrides),
+        "run_dir": str(run_dir),
+    }
+
+
+def read_result(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((run_dir / RESULT).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return (
+        text
+        if isinstance(exc, DataError | DivergenceError | Interrupted)
+        else (f"{type(exc).__name__}: {text}")
+    )
+
+
+def run_job(cfg: DictConfig) -> dict[str, Any]:
+    """Hydra task: one job. Records its own outcome in result.json (running, ok, failed,
+    interrupted) and prints the run folder and key metrics last."""
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    base = describe(cfg, hydra_cfg, run_dir)
+
+    previous = read_result(run_dir) if cfg.resume is not None else None
+    if (
+        previous
+        and previous.get("status") == "ok"
+        and previous.get("overrides") == base["overrides"]
+    ):
+        print(f"already finished, kept: {run_dir}")
+        return previous
+
+    write_json_atomically({**base, "status": "running", "error": None}, run_dir / RESULT)
+    try:
+        result = {**base, **train(cfg, run_dir), "status": "ok", "error": None}
+    except (Interrupted, KeyboardInterrupt) as e:
+        interrupted = e if isinstance(e, Interrupted) else Interrupted("SIGINT")
+        write_json_atomically(
+            {**base, "status": "interrupted", "error": one_line(interrupted)}, run_dir / RESULT
+        )
+        print(f"aesweep: {one_line(interrupted)}\nrun folder: {run_dir}", file=sys.stderr)
+        raise SystemExit(interrupted.exit_code) from None
+    except Exception as e:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        (run_dir / "error.log").write_text(traceback.format_exc())
+        result = {**base, "status": "failed", "error": one_line(e)}
+
+    write_json_atomically(result, run_dir / RESULT)
+    print(f"run folder: {run_dir}")
+    print(summary(result))
+    if result["status"] != "ok" and not multirun:
+        print(f"aesweep: error: {result['error']}", file=sys.stderr)
+        raise SystemExit(1)
+    return result
+
+
+def summary(result: dict[str, Any]) -> str:
+    """One line of the key metrics, units spelt out."""
+    if result["status"] != "ok":
+        return f"dim_z={result['dim_z']}: {result['status']}: {result['error']}"
+    return (
+        f"dim_z={result['dim_z']}: test_sse={result['test_sse']:.3f} per image "
+        f"(test_mse={result['test_mse']:.5f} per pixel); PCA at k={result['dim_z']}: "
+        f"{result['pca_test_sse']:.3f}; {result['epochs']} epochs in {result['seconds']:.1f} s"
+    )

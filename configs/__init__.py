@@ -1,0 +1,1 @@
+"""Hydra config tree of aesweep; a package so that it ships inside the wheel."""

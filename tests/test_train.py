@@ -1,0 +1,119 @@
+"""One run end to end: artefacts, the metrics contract, reproducibility and divergence."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import matplotlib.image
+import pandas as pd
+import pytest
+import torch
+
+from tests.conftest import SMOKE
+
+CONTRACT = [
+    "test_mse",
+    "test_sse",
+    "pca_test_mse",
+    "pca_test_sse",
+    "val_mse",
+    "val_sse",
+    "train_mse",
+    "train_sse",
+    "n_train",
+    "n_val",
+    "n_test",
+    "epochs",
+    "seconds",
+    "n_params",
+    "status",
+    "error",
+]
+
+
+def result_of(run_dir: Path) -> dict:
+    return json.loads((run_dir / "result.json").read_text())
+
+
+def test_smoke_run_writes_every_artefact_of_the_contract(aesweep, tmp_path: Path) -> None:
+    outcome = aesweep("train", "dim_z=8", *SMOKE, "hydra.run.dir=run")
+    assert outcome.code == 0, outcome.err
+    run = tmp_path / "run"
+    for name in [
+        ".hydra/config.yaml",
+        ".hydra/overrides.yaml",
+        "metrics.csv",
+        "checkpoints/last.ckpt",
+        "reconstructions.png",
+        "result.json",
+    ]:
+        assert (run / name).is_file(), name
+
+    result = result_of(run)
+    assert set(CONTRACT) <= set(result)
+    assert result["status"] == "ok" and result["error"] is None
+    numbers = {k: v for k, v in result.items() if k in CONTRACT and k not in ("status", "error")}
+    assert all(math.isfinite(v) for v in numbers.values())
+    d = result["input_dim"]
+    assert d == 784
+    for split in ("test", "val", "train"):
+        assert result[f"{split}_sse"] == pytest.approx(d * result[f"{split}_mse"], rel=1e-5)
+    assert result["pca_test_sse"] == pytest.approx(d * result["pca_test_mse"], rel=1e-9)
+    assert 0 < result["pca_test_mse"] < 0.25 and 0 < result["test_mse"] < 1
+    assert (result["n_train"], result["n_val"], result["n_test"]) == (300, 500, 500)
+    assert result["epochs"] == 2 and result["seconds"] > 0
+    assert result["n_params"] == 784 * 8 + 8 + 8 * 784 + 784
+
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == result["steps"] == 2 * 3  # 300 images in batches of 128
+    assert ckpt["hyper_parameters"]["dim_z"] == 8
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert {"train_loss", "val_loss", "test_mse", "test_sse"} <= set(metrics.columns)
+    assert metrics["test_mse"].dropna().iloc[-1] == pytest.approx(result["test_mse"], rel=1e-6)
+
+    height, width = matplotlib.image.imread(run / "reconstructions.png").shape[:2]
+    assert (height, width) == (3 * (2 * 30 + 2), 130 + 3 * (10 * 30 + 2))  # 2 rows x 10 digits
+
+    last_lines = outcome.out.strip().splitlines()[-2:]
+    assert last_lines[0] == f"run folder: {run}"
+    assert last_lines[1].startswith("dim_z=8: test_sse=") and "PCA at k=8" in last_lines[1]
+
+
+def test_same_seed_gives_identical_metrics_and_another_seed_differs(aesweep, tmp_path) -> None:
+    for name, seed in [("a", 1), ("b", 1), ("c", 2)]:
+        assert (
+            aesweep("train", "dim_z=4", f"seed={seed}", *SMOKE, f"hydra.run.dir={name}").code == 0
+        )
+    a, b, c = (result_of(tmp_path / n) for n in "abc")
+    metrics = ["test_mse", "test_sse", "val_mse", "train_mse"]
+    assert [a[m] for m in metrics] == [b[m] for m in metrics]
+    assert a["test_mse"] != c["test_mse"]
+
+
+def test_divergence_stops_at_once_and_keeps_the_last_good_checkpoint(aesweep, tmp_path) -> None:
+    explode = "scheduler={_target_:torch.optim.lr_scheduler.ExponentialLR,_partial_:true,gamma:1e4}"
+    outcome = aesweep(
+        "train",
+        "dim_z=4",
+        *SMOKE,
+        "trainer.max_epochs=5",
+        "model.output=identity",
+        "optimizer=sgd",
+        "optimizer.lr=1e-3",
+        explode,
+        "hydra.run.dir=run",
+    )
+    assert outcome.code == 1
+    result = result_of(tmp_path / "run")
+    assert result["status"] == "failed"
+    where = re.search(r"became (nan|inf) at epoch (\d+), step (\d+)", result["error"])
+    assert where and "try a lower optimizer.lr" in result["error"], result["error"]
+    epoch = int(where.group(2))
+    assert 1 <= epoch < 5  # stopped at once, not at the end of training
+    assert outcome.lines[-1] == f"aesweep: error: {result['error']}"
+    ckpt = torch.load(tmp_path / "run/checkpoints/last.ckpt", weights_only=False)
+    assert ckpt["epoch"] == epoch - 1  # the last epoch that ended with finite weights
+    assert all(torch.isfinite(w).all() for w in ckpt["state_dict"].values())

@@ -269,7 +269,10 @@ def draw_sweep_montage(rows: pd.DataFrame) -> Figure | None:
 
 
 def slug(label: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", label).strip("_")
+    """File-name-safe label: 'model.hidden=[256,64], loss=bce' -> 'model.hidden=256-64_loss=bce'"""
+    text = label.replace("[]", "none").replace(", ", "_")
+    text = re.sub(r"[\[\]\s]", "", text).replace(",", "-")
+    return re.sub(r"[^A-Za-z0-9_.=-]", "_", text)
 
 
 def write_report(sweep_dir: Path) -> pd.DataFrame:
@@ -281,6 +284,7 @@ def write_report(sweep_dir: Path) -> pd.DataFrame:
     if (table["status"] == "ok").any():
         save_figure(draw_loss_vs_dim(table), sweep_dir / "loss_vs_dim.png")
     groups = combinations(table)
+    montages = []
     for label, rows in groups:
         fig = draw_sweep_montage(rows)
         if fig is not None:
@@ -288,7 +292,93 @@ def write_report(sweep_dir: Path) -> pd.DataFrame:
                 "reconstructions.png" if len(groups) == 1 else f"reconstructions_{slug(label)}.png"
             )
             save_figure(fig, sweep_dir / name)
+            montages.append((label, name))
+    write_text_atomically(markdown_report(sweep_dir, table, montages), sweep_dir / "report.md")
     return table
+
+
+def sweep_command(sweep_dir: Path) -> str | None:
+    """The command that reproduces the sweep, from Hydra's multirun.yaml."""
+    import shlex
+
+    from omegaconf import OmegaConf
+
+    saved = sweep_dir / "multirun.yaml"
+    if not saved.is_file():
+        return None
+    overrides = OmegaConf.load(saved).hydra.overrides
+    internal = ("hydra.job.name=", "hydra.job.config.override_dirname.", "hydra.sweep.subdir=",
+                "hydra.mode=", "hydra.sweep.dir=", "resume=")  # fmt: skip
+    kept = [o for o in [*overrides.task, *overrides.hydra] if not o.startswith(internal)]
+    return "aesweep train -m " + " ".join(shlex.quote(o) for o in kept)
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A GitHub-flavoured markdown table (pandas' to_markdown would add a dependency)."""
+
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return "" if np.isnan(v) else f"{v:.4g}"
+        return str(v).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
+    lines += [
+        "| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)
+    ]
+    return "\n".join(lines)
+
+
+def markdown_report(sweep_dir: Path, table: pd.DataFrame, montages: list[tuple[str, str]]) -> str:
+    """report.md: the command, the table, the plot and montages, AE vs PCA, and each run."""
+    settings = table.attrs.get("settings", [])
+    parts = [f"# Sweep report: {sweep_dir.name}", ""]
+    command = sweep_command(sweep_dir)
+    if command:
+        parts += ["Made by:", "", "```bash", command, "```", ""]
+    shown = [*settings, "dim_z", "test_sse", "pca_test_sse", "test_mse", "pca_test_mse",
+             "epochs", "seconds", "status"]  # fmt: skip
+    parts += [
+        "## Results",
+        "",
+        "Errors per test image (`*_sse`: sum of squared pixel errors, pixels in [0, 1]) and "
+        "per pixel (`*_mse`).",
+        "",
+        markdown_table(table[[c for c in shown if c in table]]),
+        "",
+    ]
+    if (sweep_dir / "loss_vs_dim.png").is_file():
+        parts += ["![test error vs dim(z)](loss_vs_dim.png)", ""]
+    for label, name in montages:
+        parts += [f"### Reconstructions {label}".rstrip(), "", f"![reconstructions]({name})", ""]
+    parts += against_pca(table[table["status"] == "ok"], settings)
+    parts += ["## Runs", ""]
+    for _, row in table.iterrows():
+        folder = Path(str(row["run_dir"]))
+        files = ("reconstructions.png", "latent.png", "pca_components.png", "result.json")
+        links = [f"[{f}]({folder.name}/{f})" for f in files if (folder / f).is_file()]
+        parts.append(f"- [{folder.name}]({folder.name}/) ({row['status']}): " + ", ".join(links))
+    return "\n".join(parts) + "\n"
+
+
+def against_pca(ok: pd.DataFrame, settings: list[str]) -> list[str]:
+    """The PCA comparison section of report.md: ratio per size, and angles for linear AEs."""
+    if not len(ok):
+        return []
+    versus = ok[[*settings, "dim_z", "test_sse", "pca_test_sse"]].copy()
+    nonzero = versus["pca_test_sse"].where(versus["pca_test_sse"] > 1e-6)  # PCA at k = d is exact
+    versus["AE / PCA"] = versus["test_sse"] / nonzero
+    versus["beats PCA"] = np.where(versus["test_sse"] < versus["pca_test_sse"], "yes", "no")
+    if "max_principal_angle_deg" in ok and ok["max_principal_angle_deg"].notna().any():
+        versus["largest principal angle (deg)"] = ok["max_principal_angle_deg"]
+    wins = int((versus["beats PCA"] == "yes").sum())
+    return [
+        "## Against PCA",
+        "",
+        f"The autoencoder beats closed-form PCA at {wins} of {len(versus)} sizes.",
+        "",
+        markdown_table(versus),
+        "",
+    ]
 
 
 def format_table(table: pd.DataFrame) -> str:
@@ -327,6 +417,6 @@ class SweepReportCallback(Callback):
     failure in result.json), so Hydra always reaches on_multirun_end."""
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
-        code = report_and_exit_code(Path(config.hydra.sweep.dir))
+        code = report_and_exit_code(Path(config.hydra.sweep.dir).absolute())
         if code:
             raise SystemExit(code)

@@ -164,6 +164,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "steps": trainer.global_step,
         "seconds": round(seconds, 3),
         "n_params": model.n_params,
+        "resumed_from": str(ckpt_path) if ckpt_path is not None else None,
     }
     model.eval()
     metrics.update(write_artefacts(model, splits, pca, cfg, run_dir))

@@ -1,0 +1,207 @@
+"""The bottleneck sweep: one report (CSV, plot, montage) from `aesweep sweep` and from a
+plain Hydra multirun, failed jobs as rows, resume after kill -9, and real launchers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import matplotlib.image
+import pandas as pd
+import pytest
+
+from aesweep.report import collect, draw_loss_vs_dim
+from tests.conftest import SMOKE, run_subprocess
+
+CSV_COLUMNS = [
+    "dim_z",
+    "test_mse",
+    "pca_test_mse",
+    "test_sse",
+    "pca_test_sse",
+    "val_mse",
+    "train_mse",
+    "n_train",
+    "n_val",
+    "n_test",
+    "epochs",
+    "seconds",
+    "n_params",
+    "status",
+    "error",
+    "run_dir",
+]
+
+
+def montage_size(rows: int, cols: int = 10) -> tuple[int, int]:
+    """Pixel size of a montage: rows x cols digits of 28 px, 2 px padding, 3x, 130 px labels."""
+    return 3 * (rows * 30 + 2), 130 + 3 * (cols * 30 + 2)
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    return matplotlib.image.imread(path).shape[:2]
+
+
+def test_sweep_writes_one_report_over_the_dims(aesweep, tmp_path: Path) -> None:
+    outcome = aesweep("sweep", "sweep.dims=[16,4,2]", *SMOKE, "hydra.sweep.dir=sw")
+    assert outcome.code == 0, outcome.err
+    sweep = tmp_path / "sw"
+    assert sorted(p.name for p in sweep.glob("dim_z=*")) == ["dim_z=16", "dim_z=2", "dim_z=4"]
+    table = pd.read_csv(sweep / "loss_vs_dim.csv")
+    assert table["dim_z"].tolist() == [16, 4, 2]
+    assert set(CSV_COLUMNS) <= set(table.columns)
+    assert (table["status"] == "ok").all()
+    assert table["run_dir"].tolist() == [str(sweep / f"dim_z={k}") for k in (16, 4, 2)]
+    for _, row in table.iterrows():
+        result = json.loads((Path(row["run_dir"]) / "result.json").read_text())
+        assert row["test_sse"] == pytest.approx(result["test_sse"])
+    assert table["pca_test_sse"].is_monotonic_increasing  # less code, more error
+    assert image_size(sweep / "reconstructions.png") == montage_size(rows=1 + 3)
+    height, width = image_size(sweep / "loss_vs_dim.png")
+    assert (height, width) == (480, 700)
+    assert (sweep / "dim_z=2" / "latent.png").is_file()
+    printed = outcome.out.splitlines()
+    assert f"sweep folder: {sweep}" in printed
+    assert printed[-4].split()[:2] == ["dim_z", "test_sse"] and printed[-1].split()[0] == "2"
+
+
+def test_a_hand_typed_multirun_writes_the_same_report(aesweep, tmp_path: Path) -> None:
+    outcome = aesweep("train", "-m", "dim_z=8,2", *SMOKE, "hydra.sweep.dir=sw")
+    assert outcome.code == 0, outcome.err
+    table = pd.read_csv(tmp_path / "sw" / "loss_vs_dim.csv")
+    assert table["dim_z"].tolist() == [8, 2] and (table["status"] == "ok").all()
+    assert image_size(tmp_path / "sw" / "reconstructions.png") == montage_size(rows=3)
+
+
+def test_two_swept_settings_become_columns_and_one_curve_each(aesweep, tmp_path) -> None:
+    outcome = aesweep(
+        "train", "-m", "dim_z=8,2", "model.hidden=[],[16]", *SMOKE, "hydra.sweep.dir=sw"
+    )
+    assert outcome.code == 0, outcome.err
+    sweep = tmp_path / "sw"
+    table = pd.read_csv(sweep / "loss_vs_dim.csv", dtype={"model.hidden": str})
+    assert table.columns[0] == "model.hidden"
+    assert sorted(zip(table["model.hidden"], table["dim_z"], strict=True)) == [
+        ("[16]", 2),
+        ("[16]", 8),
+        ("[]", 2),
+        ("[]", 8),
+    ]
+    assert (sweep / "dim_z=8,model.hidden=[16]" / "result.json").is_file()
+    lines = draw_loss_vs_dim(collect(sweep)).axes[0].get_lines()
+    labels = sorted(line.get_label() for line in lines)
+    assert labels == ["AE model.hidden=[16]", "AE model.hidden=[]", "PCA (closed form)"]
+    for name in ("reconstructions_model.hidden=none.png", "reconstructions_model.hidden=16.png"):
+        assert image_size(sweep / name) == montage_size(rows=3)
+
+
+def test_a_failed_job_is_a_row_and_the_rest_still_run(aesweep, tmp_path: Path) -> None:
+    outcome = aesweep(
+        "train",
+        "-m",
+        "dim_z=4",
+        "optimizer.lr=1e-3,1e6",
+        "optimizer=sgd",
+        "model.output=identity",
+        *SMOKE,
+        "hydra.sweep.dir=sw",
+    )
+    assert outcome.code == 1
+    table = pd.read_csv(tmp_path / "sw" / "loss_vs_dim.csv")
+    by_lr = dict(zip(table["optimizer.lr"], table["status"], strict=True))
+    assert by_lr == {0.001: "ok", 1e6: "failed"}
+    error = table.loc[table["status"] == "failed", "error"].iloc[0]
+    assert "training loss became" in error and "\n" not in error
+    assert (tmp_path / "sw" / "loss_vs_dim.png").is_file()
+    assert "1 of 2 jobs did not finish" in outcome.out
+
+
+def test_report_rebuilds_from_a_partial_sweep(aesweep, tmp_path: Path) -> None:
+    assert aesweep("sweep", "sweep.dims=[8,2]", *SMOKE, "hydra.sweep.dir=sw").code == 0
+    sweep = tmp_path / "sw"
+    for name in ("loss_vs_dim.csv", "loss_vs_dim.png", "reconstructions.png"):
+        (sweep / name).unlink()
+    result = sweep / "dim_z=2" / "result.json"
+    result.write_text(json.dumps({**json.loads(result.read_text()), "status": "running"}))
+    outcome = aesweep("report", str(sweep))
+    assert outcome.code == 1  # one job unfinished
+    table = pd.read_csv(sweep / "loss_vs_dim.csv")
+    assert table["status"].tolist() == ["ok", "running"]
+    assert image_size(sweep / "reconstructions.png") == montage_size(rows=2)
+
+
+def wait_for(condition, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def status_of(job: Path) -> str | None:
+    try:
+        return json.loads((job / "result.json").read_text())["status"]
+    except (OSError, ValueError):
+        return None
+
+
+def test_resume_after_kill_9_reruns_only_unfinished_dims(tmp_path: Path) -> None:
+    sweep = tmp_path / "sw"
+    args = [
+        "sweep",
+        "sweep.dims=[16,8,4]",
+        "data.subset=300",
+        "trainer=smoke",
+        "trainer.max_epochs=150",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aesweep", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_for(
+            lambda: (
+                status_of(sweep / "dim_z=16") == "ok"
+                and (sweep / "dim_z=8" / "checkpoints" / "last.ckpt").is_file()
+            )
+        )
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert status_of(sweep / "dim_z=8") == "running" and not (sweep / "dim_z=4").exists()
+    finished = (sweep / "dim_z=16" / "result.json").read_text()
+
+    done = run_subprocess("sweep", f"resume={sweep}")
+    assert done.returncode == 0, done.stderr
+    assert (sweep / "dim_z=16" / "result.json").read_text() == finished  # kept as it was
+    assert "already finished, kept" in done.stdout
+    table = pd.read_csv(sweep / "loss_vs_dim.csv")
+    assert table["dim_z"].tolist() == [16, 8, 4] and (table["status"] == "ok").all()
+    resumed = json.loads((sweep / "dim_z=8" / "result.json").read_text())
+    assert resumed["resumed_from"] == str(sweep / "dim_z=8" / "checkpoints" / "last.ckpt")
+    assert resumed["epochs"] == 150
+    assert json.loads((sweep / "dim_z=4" / "result.json").read_text())["resumed_from"] is None
+
+
+@pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
+def test_launchers_run_the_jobs_and_the_report_aggregates_them(tmp_path, launcher) -> None:
+    extra = ["hydra.launcher.n_jobs=2"] if launcher == "joblib" else []
+    done = run_subprocess(
+        "sweep",
+        "sweep.dims=[8,2]",
+        *SMOKE,
+        f"hydra/launcher={launcher}",
+        *extra,
+        f"hydra.sweep.dir={tmp_path / 'sw'}",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = pd.read_csv(tmp_path / "sw" / "loss_vs_dim.csv")
+    assert table["dim_z"].tolist() == [8, 2] and (table["status"] == "ok").all()
+    assert (tmp_path / "sw" / "reconstructions.png").is_file()

@@ -124,7 +124,7 @@ def prepare(rest: list[str], job_name: str) -> list[str]:
     if resume is not None and not args.multirun:
         overrides = resume_run_overrides(overrides, resume)
     extra = [f"hydra.job.name={job_name}"]
-    if job_name == "pca":
+    if job_name == "pca" and _value(overrides, "hydra.run.dir") is None:
         extra.append("hydra.run.dir=outputs/pca/${now:%Y-%m-%d_%H-%M-%S}-${aesweep_uid:}")
     jobs, swept = expand(overrides, args)
     configs = [compose(job + extra, args) for job in jobs]

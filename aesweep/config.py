@@ -127,6 +127,8 @@ def validate(cfg: DictConfig) -> None:
         _check_bool("data.download", data.download)
 
     _validate_trainer(trainer)
+    if cfg.threads is not None:
+        _check_int("threads", cfg.threads, 1)
     if not _is_number(cfg.checkpoint_every_s) or cfg.checkpoint_every_s <= 0:
         _fail("checkpoint_every_s", cfg.checkpoint_every_s, "must be a number of seconds > 0")
     if cfg.scheduler is not None and "_target_" not in cfg.scheduler:

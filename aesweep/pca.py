@@ -100,7 +100,7 @@ def principal_angles(a: Tensor, b: Tensor) -> Tensor:
     qa, _ = torch.linalg.qr(a.double())
     qb, _ = torch.linalg.qr(b.double())
     cosines = torch.linalg.svdvals(qa.T @ qb).clamp(-1.0, 1.0)
-    return torch.arccos(cosines).flip(0)
+    return torch.arccos(cosines)  # svdvals are descending, so the angles ascend
 
 
 def recovered_directions(decoder_weight: Tensor, centred_train: Tensor) -> Tensor:

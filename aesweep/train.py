@@ -204,6 +204,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "seconds": seconds,
         "n_params": model.n_params,
         "resumed_from": str(ckpt_path) if ckpt_path is not None else None,
+        "torch_threads": torch.get_num_threads(),
     }
     model.eval()
     metrics.update(write_artefacts(model, splits, pca, cfg, run_dir))
@@ -289,6 +290,21 @@ def one_line(exc: BaseException) -> str:
     )
 
 
+def set_threads(threads: int | None, launcher: DictConfig | None) -> None:
+    """torch's intra-op threads: `threads` if set; else, for jobs that a local launcher runs
+    side by side, each job's share of the cores. torch's default of one thread per core
+    oversubscribes the CPU there, and its threads then wait on each other
+    (docs/benchmarks.md)."""
+    if threads is None and launcher is not None:
+        target, cores = str(launcher.get("_target_", "")), os.cpu_count() or 1
+        if "joblib" in target and launcher.get("n_jobs") not in (1, None):
+            threads = max(1, cores // (launcher.n_jobs if launcher.n_jobs > 0 else cores))
+        elif "submitit" in target and launcher.get("cpus_per_task"):
+            threads = int(launcher.cpus_per_task)
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
 def run_job(cfg: DictConfig) -> dict[str, Any]:
     """Hydra task: one job. Records its own outcome in result.json (running, ok, failed,
     interrupted) and prints the run folder and key metrics last."""
@@ -296,6 +312,7 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     base = describe(cfg, hydra_cfg, run_dir)
+    set_threads(cfg.threads, hydra_cfg.launcher if multirun else None)
 
     previous = read_result(run_dir) if cfg.resume is not None else None
     if (

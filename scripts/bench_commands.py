@@ -4,9 +4,12 @@ Runs the real console commands as a user would, in a scratch folder, and prints:
   - `aesweep --help` start-up time (median of 5; target < 1 s),
   - `aesweep train dim_z=32`: wall time against its fit time, with result.json's per-phase
     timings (the rest is interpreter start, imports and Hydra),
-  - `aesweep sweep`: wall time against the sum of its jobs' fit times (target <= 1.3).
+  - `aesweep sweep`: wall time against the sum of its jobs' fit times (target <= 1.3),
+  - with --parallel: a 4-dim sweep on the basic launcher and on joblib with 2 jobs, with
+    torch threads shared between the jobs (the default) and not.
 
     python scripts/bench_commands.py [--sweep-dims 784,256,64,32,16,8,4,2,1] [--skip-sweep]
+                                     [--parallel]
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sweep-dims", default="784,256,64,32,16,8,4,2,1")
     parser.add_argument("--skip-sweep", action="store_true")
+    parser.add_argument("--parallel", action="store_true", help="compare local launchers")
     args = parser.parse_args()
     console = shutil.which("aesweep")
     with tempfile.TemporaryDirectory() as tmp:
@@ -50,6 +54,17 @@ def main() -> None:
         print(f"aesweep train dim_z=32: wall {wall:.1f} s, fit {result['seconds']:.1f} s, "
               f"ratio {wall / result['seconds']:.2f}; phases: {phases}; start-up, imports "
               f"and Hydra {rest:.1f} s")  # fmt: skip
+
+        if args.parallel:
+            dims = "sweep.dims=[32,16,8,4]"
+            joblib = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+            for label, extra in [
+                ("basic launcher (one job at a time)", []),
+                ("joblib, 2 jobs, threads shared (default)", joblib),
+                ("joblib, 2 jobs, threads=2 each", [*joblib, "threads=2"]),
+            ]:
+                wall = timed([*AESWEEP, "sweep", dims, *extra], work)
+                print(f"sweep over 4 dims, {label}: wall {wall:.1f} s")
 
         if not args.skip_sweep:
             sweep = work / "sweep"

@@ -205,3 +205,6 @@ def test_launchers_run_the_jobs_and_the_report_aggregates_them(tmp_path, launche
     table = pd.read_csv(tmp_path / "sw" / "loss_vs_dim.csv")
     assert table["dim_z"].tolist() == [8, 2] and (table["status"] == "ok").all()
     assert (tmp_path / "sw" / "reconstructions.png").is_file()
+    if launcher == "joblib":  # two jobs side by side share the cores instead of fighting
+        threads = json.loads((tmp_path / "sw" / "dim_z=8" / "result.json").read_text())
+        assert threads["torch_threads"] == max(1, (os.cpu_count() or 1) // 2)

@@ -60,8 +60,9 @@ def dispatch(argv: list[str]) -> None:
         return
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
-        if os.environ.get("LOCAL_RANK") and command.startswith("-"):
-            # Lightning's DDP re-launches `sys.argv[0]` with Hydra flags and no subcommand.
+        if os.environ.get("LOCAL_RANK"):
+            # Lightning's DDP re-launches sys.argv[0] for ranks > 0 with the parent's Hydra
+            # arguments and run folder, but without our subcommand: it is a train job.
             return run_hydra("aesweep.train:run_job", argv)
         raise ConfigError(f"command {command!r} is unknown: must be one of {', '.join(COMMANDS)}")
     if command == "report":
@@ -231,13 +232,20 @@ def validate_job(cfg: Any, job_name: str, multirun: bool) -> None:
 
     validate(cfg)
     validate_launcher(cfg.hydra.launcher)
-    if multirun:
-        check_writable("hydra.sweep.dir", cfg.hydra.sweep.dir)
-    else:
-        check_writable("hydra.run.dir", cfg.hydra.run.dir)
     resume = cfg.get("resume")
     if resume is not None and not Path(str(resume)).is_dir():
         raise ConfigError(f"resume={resume} is invalid: must be an existing run or sweep folder")
+    key, folder, marker, command = (
+        ("hydra.sweep.dir", cfg.hydra.sweep.dir, "multirun.yaml", "aesweep sweep")
+        if multirun
+        else ("hydra.run.dir", cfg.hydra.run.dir, "result.json", "aesweep train")
+    )
+    check_writable(key, folder)
+    if resume is None and (Path(folder) / marker).exists():
+        raise ConfigError(  # a new run would overwrite finished work
+            f"{key}={folder} is invalid: it already holds a {'sweep' if multirun else 'run'}; "
+            f"continue it with {command} resume={folder}, or choose a new folder"
+        )
 
 
 def dirname_overrides(overrides: list[str], swept: list[str]) -> list[str]:

@@ -125,6 +125,9 @@ def validate(cfg: DictConfig) -> None:
         _check_int("data.n_test", data.n_test, 1)
     if "download" in data:
         _check_bool("data.download", data.download)
+    root = Path(os.path.expanduser(str(data.root)))
+    if root.exists() and not root.is_dir():
+        _fail("data.root", data.root, "must be a folder (this path is a file)")
 
     _validate_trainer(trainer)
     if cfg.threads is not None:

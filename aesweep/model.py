@@ -65,6 +65,7 @@ class AutoEncoder(pl.LightningModule):
         self.encoder = mlp([input_dim, *hidden, dim_z], activation)
         self.decoder = mlp([dim_z, *reversed(hidden), input_dim], activation)
         self.register_buffer("mean", torch.zeros(input_dim))
+        self._loss_sum, self._loss_count = 0.0, 0  # the epoch's running loss, see training_step
 
     def encode(self, x: Tensor) -> Tensor:
         return self.encoder(x - self.mean if self.hparams.center else x)
@@ -115,13 +116,15 @@ class AutoEncoder(pl.LightningModule):
             self.log("train_loss", mean, prog_bar=True, sync_dist=True)
 
     def validation_step(self, batch: Tensor, batch_idx: int) -> None:
-        self.log("val_loss", self._loss(batch), prog_bar=True, batch_size=len(batch))
+        self.log(
+            "val_loss", self._loss(batch), prog_bar=True, batch_size=len(batch), sync_dist=True
+        )
 
     def test_step(self, batch: Tensor, batch_idx: int, dataloader_idx: int = 0) -> None:
         """Scores one split per dataloader (see TensorDataModule.test_dataloader)."""
         sq = (self(batch) - batch).pow(2)
         split, n = EVAL_SPLITS[dataloader_idx], len(batch)
-        log = dict(batch_size=n, add_dataloader_idx=False)
+        log = dict(batch_size=n, add_dataloader_idx=False, sync_dist=True)
         self.log(f"{split}_mse", sq.mean(), **log)
         self.log(f"{split}_sse", sq.sum(dim=1).mean(), **log)
 

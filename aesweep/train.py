@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.accelerators import CPUAccelerator
 from pytorch_lightning.callbacks import Checkpoint
 from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.utilities import rank_zero_only
 
 from aesweep.data import DataError, Splits, TensorDataModule, load_splits
 from aesweep.model import AutoEncoder, DivergenceError
@@ -47,6 +48,8 @@ RESULT = "result.json"
 # CSV logger starts, a torch/Lightning deprecation, and Lightning's product tips.
 warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+# Resuming mid-epoch draws a fresh order for the rest of that epoch; the step count is exact.
+warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before")
 logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
     lambda record: not str(record.msg).startswith("💡")
 )
@@ -77,7 +80,8 @@ class LastCheckpoint(Checkpoint):
         self._saved_at = time.monotonic()
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if time.monotonic() - self._saved_at >= self.every_s:
+        due = time.monotonic() - self._saved_at >= self.every_s
+        if trainer.strategy.broadcast(due):  # rank 0 decides: saving is a collective call
             self._save(trainer)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -207,7 +211,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
     }
     model.eval()
-    metrics.update(write_artefacts(model, splits, pca, cfg, run_dir))
+    if trainer.is_global_zero:
+        metrics.update(write_artefacts(model, splits, pca, cfg, run_dir))
     clock.lap("artefacts")
     return {**metrics, "timings": clock.timings}
 
@@ -313,6 +318,8 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     base = describe(cfg, hydra_cfg, run_dir)
     set_threads(cfg.threads, hydra_cfg.launcher if multirun else None)
+    if rank_zero_only.rank != 0:  # a DDP worker: it trains, rank 0 records the run
+        return train(cfg, run_dir)
 
     previous = read_result(run_dir) if cfg.resume is not None else None
     if (

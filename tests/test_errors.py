@@ -34,6 +34,28 @@ BAD_INPUT = [
     (["train", "data.subset=0"], "data.subset=0 is invalid: must be an integer >= 1"),
     (["train", "data.batch_size=0"], "data.batch_size=0 is invalid: must be an integer >= 1"),
     (
+        ["train", "data=mnist", "data.download=maybe"],
+        "data.download=maybe is invalid: must be true or false",
+    ),
+    (
+        ["train", "data.root=/etc/passwd"],
+        "data.root=/etc/passwd is invalid: must be a folder",
+    ),
+    (["train", "model.center=maybe"], "model.center=maybe is invalid: must be true or false"),
+    (
+        ["train", "trainer.devices=many"],
+        "trainer.devices=many is invalid: must be auto, -1, a positive",
+    ),
+    (
+        ["train", "checkpoint_every_s=0"],
+        "checkpoint_every_s=0 is invalid: must be a number of seconds > 0",
+    ),
+    (["train", "threads=0"], "threads=0 is invalid: must be an integer >= 1"),
+    (
+        ["train", "scheduler=cosine"],
+        "scheduler=cosine is invalid: must be null or a config with _target_",
+    ),
+    (
         ["train", "loss=bce", "model.output=identity"],
         "loss=bce is invalid: needs model.output=sigmoid",
     ),

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.conftest import SMOKE
+from tests.conftest import SMOKE, run_subprocess
 
 CONTRACT = [
     "test_mse",
@@ -117,3 +117,16 @@ def test_divergence_stops_at_once_and_keeps_the_last_good_checkpoint(aesweep, tm
     ckpt = torch.load(tmp_path / "run/checkpoints/last.ckpt", weights_only=False)
     assert ckpt["epoch"] < epoch  # saved at the end of an earlier epoch, with finite weights
     assert all(torch.isfinite(w).all() for w in ckpt["state_dict"].values())
+
+
+def test_ddp_relaunches_its_workers_through_the_cli_and_rank_0_records_the_run(tmp_path) -> None:
+    """Lightning re-launches sys.argv[0] for rank 1 without the `train` subcommand."""
+    run = tmp_path / "run"
+    done = run_subprocess("train", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+                          "trainer.max_epochs=2", "trainer.enable_progress_bar=false", "dim_z=4",
+                          "data.subset=600", f"hydra.run.dir={run}")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = result_of(run)
+    assert result["status"] == "ok" and result["n_train"] == 600
+    assert result["steps"] == 2 * 3  # each rank trains on its 300 images in batches of 128
+    assert (run / "train_ddp_process_1.log").is_file()

@@ -310,6 +310,8 @@ def sweep_command(sweep_dir: Path) -> str | None:
     internal = ("hydra.job.name=", "hydra.job.config.override_dirname.", "hydra.sweep.subdir=",
                 "hydra.mode=", "hydra.sweep.dir=", "resume=")  # fmt: skip
     kept = [o for o in [*overrides.task, *overrides.hydra] if not o.startswith(internal)]
+    if any(o.startswith("dim_z=") for o in kept):  # sweep.dims has no effect next to dim_z
+        kept = [o for o in kept if not o.startswith("sweep.dims=")]
     return "aesweep train -m " + " ".join(shlex.quote(o) for o in kept)
 
 

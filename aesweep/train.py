@@ -34,15 +34,13 @@ from aesweep.data import DataError, Splits, TensorDataModule, load_splits
 from aesweep.model import AutoEncoder, DivergenceError
 from aesweep.pca import PCAFit, cached_pca, compare_subspaces
 from aesweep.report import (
+    RESULT,
     draw_components,
     draw_latent,
     draw_montage,
     save_figure,
     write_json_atomically,
 )
-
-log = logging.getLogger(__name__)
-RESULT = "result.json"
 
 # Noise that says nothing about this run: Hydra writes .hydra/ into the run folder before the
 # CSV logger starts, a torch/Lightning deprecation, and Lightning's product tips.
@@ -53,6 +51,10 @@ warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint th
 logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
     lambda record: not str(record.msg).startswith("💡")
 )
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint to continue from is damaged or belongs to another model."""
 
 
 class Interrupted(Exception):
@@ -135,10 +137,12 @@ def check_checkpoint(path: Path, model: AutoEncoder) -> None:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
         saved = ckpt["hyper_parameters"]
     except Exception as e:
-        raise DataError(f"checkpoint {path} is damaged or not a Lightning checkpoint ({e})") from e
+        raise CheckpointError(
+            f"checkpoint {path} is damaged or not a Lightning checkpoint ({e})"
+        ) from e
     for key in ("input_dim", "dim_z", "hidden", "activation", "output"):
         if saved.get(key) != model.hparams[key]:
-            raise DataError(
+            raise CheckpointError(
                 f"checkpoint {path} was trained with {key}={saved.get(key)}, this run has "
                 f"{key}={model.hparams[key]}"
             )
@@ -286,13 +290,12 @@ def read_result(run_dir: Path) -> dict[str, Any] | None:
         return None
 
 
+EXPLAINED = (DataError, CheckpointError, DivergenceError, Interrupted)  # messages say it all
+
+
 def one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
-    return (
-        text
-        if isinstance(exc, DataError | DivergenceError | Interrupted)
-        else (f"{type(exc).__name__}: {text}")
-    )
+    return text if isinstance(exc, EXPLAINED) else f"{type(exc).__name__}: {text}"
 
 
 def set_threads(threads: int | None, launcher: DictConfig | None) -> None:
@@ -343,8 +346,11 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     except Exception as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        (run_dir / "error.log").write_text(traceback.format_exc())
-        result = {**base, "status": "failed", "error": one_line(e)}
+        error = one_line(e)
+        if not isinstance(e, EXPLAINED):
+            (run_dir / "error.log").write_text(traceback.format_exc())
+            error += f" (traceback in {run_dir / 'error.log'})"
+        result = {**base, "status": "failed", "error": error}
 
     write_json_atomically(result, run_dir / RESULT)
     print(f"run folder: {run_dir}")

@@ -17,25 +17,9 @@ import pytest
 
 from aesweep.report import collect, draw_loss_vs_dim
 from tests.conftest import SMOKE, run_subprocess
+from tests.test_train import CONTRACT
 
-CSV_COLUMNS = [
-    "dim_z",
-    "test_mse",
-    "pca_test_mse",
-    "test_sse",
-    "pca_test_sse",
-    "val_mse",
-    "train_mse",
-    "n_train",
-    "n_val",
-    "n_test",
-    "epochs",
-    "seconds",
-    "n_params",
-    "status",
-    "error",
-    "run_dir",
-]
+CSV_COLUMNS = [*CONTRACT, "run_dir"]  # every metrics-contract field, then the run folder
 
 
 def montage_size(rows: int, cols: int = 10) -> tuple[int, int]:

@@ -35,6 +35,11 @@ Outputs go to outputs/runs/ and outputs/sweeps/. See README.md for more."""
 
 CONFIG_MODULE = "aesweep.configs"
 COMMANDS = ("train", "sweep", "report", "pca")
+HELP_HEADERS = {  # `aesweep <command> --help` prints Hydra's app help under this line
+    "sweep": "aesweep sweep: train every dim_z in sweep.dims (a Hydra multirun), then write "
+    "loss_vs_dim.csv/.png, reconstructions.png and report.md; resume=DIR finishes a sweep",
+    "pca": "aesweep pca: closed-form PCA error for every k on the configured data (pca_vs_dim.csv)",
+}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -49,6 +54,9 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("aesweep: interrupted", file=sys.stderr)
         raise SystemExit(130) from None
+    except BrokenPipeError:  # e.g. `aesweep train --help | head`: the reader left, fine
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(0) from None
 
 
 def dispatch(argv: list[str]) -> None:
@@ -119,7 +127,7 @@ def prepare(rest: list[str], job_name: str) -> list[str]:
     the swept settings only (dim_z=32, or dim_z=32,optimizer=sgd)."""
     args = hydra_arguments(rest)
     if args.help or args.hydra_help or args.cfg or args.info or args.shell_completion:
-        return rest  # Hydra explains itself; nothing runs
+        return rest + _help_header(job_name, args)  # Hydra explains itself; nothing runs
     overrides = list(args.overrides)
     resume = _value(overrides, "resume")
     if resume is not None and not args.multirun:
@@ -135,6 +143,12 @@ def prepare(rest: list[str], job_name: str) -> list[str]:
         extra += dirname_overrides(overrides, swept)
     flags = [a for a in rest if a not in args.overrides]
     return [*flags, *overrides, *extra]
+
+
+def _help_header(command: str, args: Any) -> list[str]:
+    if not args.help or command not in HELP_HEADERS or _value(args.overrides, "hydra.help.header"):
+        return []
+    return [f"hydra.help.header='{HELP_HEADERS[command]}'"]
 
 
 def _value(overrides: list[str], key: str) -> str | None:
@@ -267,7 +281,7 @@ def sweep_arguments(rest: list[str]) -> list[str]:
     overrides = list(args.overrides)
     flags = [a for a in rest if a not in args.overrides and a not in ("-m", "--multirun")]
     if args.help or args.hydra_help or args.cfg or args.info:
-        return rest
+        return rest + _help_header("sweep", args)
     resume = _value(overrides, "resume")
     if resume is not None:
         return ["-m", *flags, *resume_sweep_overrides(overrides, resume)]

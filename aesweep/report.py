@@ -177,7 +177,7 @@ def collect(sweep_dir: Path) -> pd.DataFrame:
     keys = sorted({k for s in settings for k in s})
     swept = [k for k in keys if len({s.get(k) for s in settings}) > 1]
     table = pd.DataFrame(rows)
-    for k in swept:
+    for k in reversed(swept):  # inserted at the front, so they end up in key order
         table.insert(0, k, [s.get(k, "") for s in settings])
     columns = [*swept, *(c for c in METRIC_COLUMNS + DESCRIPTION_COLUMNS if c in table)]
     table = table[columns].sort_values(["dim_z", *swept], ascending=[False] + [True] * len(swept))

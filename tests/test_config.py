@@ -58,3 +58,19 @@ def test_run_and_sweep_folders_are_unique_even_within_one_second() -> None:
     a, b = composed(), composed()
     assert a.hydra.run.dir != b.hydra.run.dir and a.hydra.sweep.dir != b.hydra.sweep.dir
     assert a.hydra.sweep.dir.startswith("outputs/sweeps/")
+
+
+def test_every_command_explains_itself(aesweep) -> None:
+    from aesweep import __version__
+
+    top = aesweep("--help")
+    assert top.code == 0 and all(c in top.out for c in ("train", "sweep", "report", "pca"))
+    assert aesweep("--version").out.strip() == f"aesweep {__version__}"
+    for command, header in [("train", "aesweep train: train one undercomplete autoencoder"),
+                            ("sweep", "aesweep sweep: train every dim_z in sweep.dims"),
+                            ("pca", "aesweep pca: closed-form PCA error for every k")]:  # fmt: skip
+        outcome = aesweep(command, "--help")
+        assert outcome.code == 0 and outcome.out.startswith(header)
+        assert "model: deep, linear, mlp" in outcome.out and "dim_z: 32" in outcome.out
+    report = aesweep("report", "--help")
+    assert report.code == 0 and "sweep_dir" in report.out

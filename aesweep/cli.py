@@ -286,16 +286,11 @@ def sweep_arguments(rest: list[str]) -> list[str]:
     if resume is not None:
         return ["-m", *flags, *resume_sweep_overrides(overrides, resume)]
     if _value(overrides, "dim_z") is None:
-        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-        from hydra.core.override_parser.overrides_parser import OverridesParser
-
         from aesweep.config import input_dim, validate_dims
 
         args.multirun = True
-        first = BasicSweeper.split_arguments(_parse(OverridesParser.create(), overrides), None)[0][
-            0
-        ]
-        cfg = compose(first, args)
+        jobs, _ = expand(overrides, args)
+        cfg = compose(jobs[0], args)
         dims = validate_dims("sweep.dims", cfg.sweep.dims, input_dim(cfg))
         overrides.append("dim_z=" + ",".join(str(k) for k in dims))
     return ["-m", *flags, *overrides]
@@ -315,13 +310,13 @@ def resume_sweep_overrides(overrides: list[str], resume: str) -> list[str]:
     _only_hydra_overrides_with_resume(overrides, "resume=DIR")
     cfg = OmegaConf.load(saved)
     task = [o for o in cfg.hydra.overrides.task if _value([o], "resume") is None]
-    keep = (
+    regenerated = (  # prepare() sets these again
         "hydra.sweep.dir=",
         "hydra.job.config.override_dirname.exclude_keys=",
         "hydra.sweep.subdir=",
         "hydra.job.name=",
     )
-    hydra_saved = [o for o in cfg.hydra.overrides.hydra if not o.startswith(keep)]
+    hydra_saved = [o for o in cfg.hydra.overrides.hydra if not o.startswith(regenerated)]
     hydra_new = [o for o in overrides if _is_hydra_key(o.partition("=")[0])]
     return [
         *task,

@@ -125,9 +125,10 @@ def validate(cfg: DictConfig) -> None:
         _check_int("data.n_test", data.n_test, 1)
     if "download" in data:
         _check_bool("data.download", data.download)
-    root = Path(os.path.expanduser(str(data.root)))
+    root = Path(os.path.expanduser(str(data.root))).absolute()
     if root.exists() and not root.is_dir():
         _fail("data.root", data.root, "must be a folder (this path is a file)")
+    _check_data_files(data.name, root, bool(data.get("download", False)))
 
     _validate_trainer(trainer)
     if cfg.threads is not None:
@@ -138,6 +139,14 @@ def validate(cfg: DictConfig) -> None:
         _fail("scheduler", cfg.scheduler, "must be null or a config with _target_ (and _partial_)")
     if cfg.ckpt_path is not None and not Path(str(cfg.ckpt_path)).is_file():
         _fail("ckpt_path", cfg.ckpt_path, "must be an existing checkpoint file")
+
+
+def _check_data_files(name: str, root: Path, download: bool) -> None:
+    """Offline torchvision data must already be on disk: say which files go where."""
+    from aesweep.data import TORCHVISION_FILES, missing_files_message, missing_idx_files
+
+    if name in TORCHVISION_FILES and not download and missing_idx_files(name, root):
+        raise ConfigError(missing_files_message(name, root))
 
 
 def _validate_trainer(trainer: DictConfig) -> None:

@@ -144,19 +144,30 @@ def save_atomically(obj: object, path: Path) -> None:
             os.unlink(tmp)
 
 
+def missing_idx_files(name: str, root: Path) -> list[str]:
+    """The IDX files of a torchvision dataset not (yet) under root/<Folder>/raw."""
+    folder, *files = TORCHVISION_FILES[name]
+    return [f for f in files if not (root / folder / "raw" / f).is_file()]
+
+
+def missing_files_message(name: str, root: Path) -> str:
+    raw = root / TORCHVISION_FILES[name][0] / "raw"
+    return (
+        f"data={name}: {', '.join(missing_idx_files(name, root))} not found in {raw}; put "
+        f"these unzipped IDX files there, or add data.download=true (needs internet)"
+    )
+
+
 def load_torchvision(name: str, root: Path, download: bool) -> tuple[Tensor, ...]:
     """Official train and test tensors (uint8, flattened) of a torchvision dataset. Reads the
     dataset's `.data`/`.targets` directly: no per-sample transform."""
     from torchvision import datasets
 
-    folder, *files = TORCHVISION_FILES[name]
+    folder, *_ = TORCHVISION_FILES[name]
     raw = root / folder / "raw"
-    missing = [f for f in files if not (raw / f).is_file()]
+    missing = missing_idx_files(name, root)
     if missing and not download:
-        raise DataError(
-            f"data={name}: {', '.join(missing)} not found in {raw}; put these unzipped IDX "
-            f"files there, or add data.download=true (needs internet)"
-        )
+        raise DataError(missing_files_message(name, root))
     cls = getattr(datasets, folder)
     try:
         train = cls(str(root), train=True, download=download)

@@ -125,7 +125,8 @@ def test_missing_idx_files_say_which_files_go_in_which_folder(aesweep, tmp_path:
     outcome = aesweep(
         "train", "data=mnist", "data.root=empty", "trainer=smoke", "hydra.run.dir=run"
     )
-    assert outcome.code == 1
+    assert outcome.code == 2 and len(outcome.lines) == 1  # found before any work starts
+    assert not (tmp_path / "run").exists()
     raw = tmp_path / "empty" / "MNIST" / "raw"
     assert outcome.lines[-1] == (
         f"aesweep: error: data=mnist: train-images-idx3-ubyte, train-labels-idx1-ubyte, "

@@ -310,13 +310,9 @@ def resume_sweep_overrides(overrides: list[str], resume: str) -> list[str]:
     _only_hydra_overrides_with_resume(overrides, "resume=DIR")
     cfg = OmegaConf.load(saved)
     task = [o for o in cfg.hydra.overrides.task if _value([o], "resume") is None]
-    regenerated = (  # prepare() sets these again
-        "hydra.sweep.dir=",
-        "hydra.job.config.override_dirname.exclude_keys=",
-        "hydra.sweep.subdir=",
-        "hydra.job.name=",
-    )
-    hydra_saved = [o for o in cfg.hydra.overrides.hydra if not o.startswith(regenerated)]
+    from aesweep.report import GENERATED  # prepare() sets these again
+
+    hydra_saved = [o for o in cfg.hydra.overrides.hydra if not o.startswith(GENERATED)]
     hydra_new = [o for o in overrides if _is_hydra_key(o.partition("=")[0])]
     return [
         *task,

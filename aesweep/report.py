@@ -61,6 +61,9 @@ DESCRIPTION_COLUMNS = [
     "run_dir",
 ]
 IGNORED_OVERRIDES = ("dim_z", "resume", "ckpt_path")
+# Overrides that aesweep's CLI adds to a user's command (cli.prepare): not part of it.
+GENERATED = ("hydra.job.name=", "hydra.job.config.override_dirname.", "hydra.sweep.subdir=",
+             "hydra.mode=", "hydra.sweep.dir=", "resume=")  # fmt: skip
 
 
 def _replace_atomically(path: Path, write: Any) -> None:
@@ -307,9 +310,7 @@ def sweep_command(sweep_dir: Path) -> str | None:
     if not saved.is_file():
         return None
     overrides = OmegaConf.load(saved).hydra.overrides
-    internal = ("hydra.job.name=", "hydra.job.config.override_dirname.", "hydra.sweep.subdir=",
-                "hydra.mode=", "hydra.sweep.dir=", "resume=")  # fmt: skip
-    kept = [o for o in [*overrides.task, *overrides.hydra] if not o.startswith(internal)]
+    kept = [o for o in [*overrides.task, *overrides.hydra] if not o.startswith(GENERATED)]
     if any(o.startswith("dim_z=") for o in kept):  # sweep.dims has no effect next to dim_z
         kept = [o for o in kept if not o.startswith("sweep.dims=")]
     return "aesweep train -m " + " ".join(shlex.quote(o) for o in kept)

@@ -32,7 +32,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from aesweep.data import DataError, Splits, TensorDataModule, load_splits
 from aesweep.model import AutoEncoder, DivergenceError
-from aesweep.pca import PCAFit, cached_pca, compare_subspaces
+from aesweep.pca import PCAFit, compare_subspaces, pca_of
 from aesweep.report import (
     RESULT,
     draw_components,
@@ -68,10 +68,9 @@ class Interrupted(Exception):
 class LastCheckpoint(Checkpoint):
     """checkpoints/last.ckpt, replaced atomically by Lightning's save_checkpoint: at the end
     of the first epoch and then of each epoch `every_s` seconds after the last save, at the
-    end of fit,
-    and mid-epoch when the user stops training (SIGINT, SIGTERM). Not on other exceptions:
-    after a divergence the last good checkpoint must stay as it is. (ModelCheckpoint's time
-    interval is checked at every batch, which costs ~0.1 ms per step.)"""
+    end of fit, and mid-epoch when the user stops training (SIGINT, SIGTERM). Not on other
+    exceptions: after a divergence the last good checkpoint must stay as it is.
+    (ModelCheckpoint's time interval is checked at every batch, ~0.1 ms per step.)"""
 
     def __init__(self, path: Path, every_s: float) -> None:
         self.path, self.every_s, self.signame = path, every_s, None
@@ -168,9 +167,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     splits = load_splits(cfg.data)
     clock.lap("data")
-    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
-    cache_dir = Path(os.path.expanduser(str(cfg.data.root)))
-    pca = cached_pca(data_cfg, cache_dir, splits.train_x, splits.test_x)
+    pca = pca_of(cfg.data, splits)
     clock.lap("pca")
     model = build_model(cfg, splits)
     datamodule = TensorDataModule(splits, cfg.data.batch_size)

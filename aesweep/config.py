@@ -31,6 +31,7 @@ Activation = StrEnum(
 )
 Output = StrEnum("Output", ["sigmoid", "identity"])
 Loss = StrEnum("Loss", ["mse", "bce", "l1"])
+MatmulPrecision = StrEnum("MatmulPrecision", ["highest", "high", "medium"])
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 PRECISIONS = ("32-true", "32", "64-true", "64", "16-mixed", "bf16-mixed", "bf16-true", "16-true")
 
@@ -77,6 +78,8 @@ class TrainConfig:
     resume: str | None = None
     checkpoint_every_s: float = 10.0
     threads: int | None = None
+    steps_per_call: int = 1
+    matmul_precision: MatmulPrecision = MatmulPrecision.highest
     scheduler: Any = None  # null or a config with _target_ (OmegaConf cannot merge into an
     # Optional[Dict] that is null)
     sweep: SweepConfig = field(default_factory=SweepConfig)
@@ -172,8 +175,9 @@ def validate_dims(key: str, dims: Any, d: int) -> list[int]:
 
 
 # Integer settings with a lower bound the schema's types cannot say (null is allowed).
-AT_LEAST = {"seed": 0, "threads": 1, "data.subset": 1, "data.batch_size": 1, "data.n_val": 1,
-            "data.n_test": 1, "trainer.max_epochs": 1}  # fmt: skip
+AT_LEAST = {"seed": 0, "threads": 1, "steps_per_call": 1, "data.subset": 1,
+            "data.batch_size": 1, "data.n_val": 1, "data.n_test": 1,
+            "trainer.max_epochs": 1}  # fmt: skip
 
 
 def validate(cfg: DictConfig) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import itertools
 import math
 import os
 from collections.abc import Callable, Iterator
@@ -194,11 +195,12 @@ def load_torchvision(name: str, root: Path, download: bool) -> tuple[Tensor, ...
 
 class TensorBatches:
     """Mini-batches sliced from one tensor, on the tensor's device; what a DataLoader would
-    add here (workers, per-sample fetch, collate) is pure overhead.
+    add here (workers, per-sample fetch, collate) is pure overhead. With `chunk` > 1 it
+    serves lists of that many consecutive mini-batches, one list per training_step.
 
     With `shuffle`, epoch e's order is drawn from a generator seeded by (seed, e), on the
     tensor's device, so an interrupted run resumes mid-epoch with exactly the batches it
-    would have seen: `position()` says (epoch, batches already trained in it) when an epoch
+    would have seen: `position()` says (epoch, items already trained in it) when an epoch
     starts, which Lightning restores from the checkpoint.
     """
 
@@ -209,12 +211,17 @@ class TensorBatches:
         shuffle: bool,
         seed: int = 0,
         position: Callable[[], tuple[int, int]] = lambda: (0, 0),
+        chunk: int = 1,
     ) -> None:
         self.x, self.batch_size, self.shuffle = x, batch_size, shuffle
-        self.seed, self.position = seed, position
+        self.seed, self.position, self.chunk = seed, position, chunk
+
+    @property
+    def n_batches(self) -> int:
+        return math.ceil(len(self.x) / self.batch_size)
 
     def __len__(self) -> int:
-        return math.ceil(len(self.x) / self.batch_size)
+        return math.ceil(self.n_batches / self.chunk)
 
     def order(self, epoch: int) -> Tensor:
         """The permutation of epoch `epoch`, a function of (seed, epoch) alone."""
@@ -222,7 +229,7 @@ class TensorBatches:
         generator = torch.Generator(device=self.x.device).manual_seed(int.from_bytes(key))
         return torch.randperm(len(self.x), generator=generator, device=self.x.device)
 
-    def __iter__(self) -> Iterator[Tensor]:
+    def batches(self) -> Iterator[Tensor]:
         n, bs = len(self.x), self.batch_size
         if not self.shuffle:
             for start in range(0, n, bs):
@@ -230,8 +237,14 @@ class TensorBatches:
             return
         epoch, done = self.position()
         order = self.order(epoch)
-        for start in range(done * bs, n, bs):
+        for start in range(done * self.chunk * bs, n, bs):
             yield self.x.index_select(0, order[start : start + bs])
+
+    def __iter__(self) -> Iterator[Tensor | list[Tensor]]:
+        batches = self.batches()
+        if self.chunk == 1:
+            return batches
+        return iter(lambda: list(itertools.islice(batches, self.chunk)), [])
 
 
 class TensorDataModule(pl.LightningDataModule):
@@ -239,11 +252,16 @@ class TensorDataModule(pl.LightningDataModule):
     every batch is a slice there. Under DDP each rank trains on an equal shard."""
 
     def __init__(
-        self, splits: Splits, batch_size: int, seed: int = 0, eval_batch_size: int = 1000
+        self,
+        splits: Splits,
+        batch_size: int,
+        seed: int = 0,
+        steps_per_call: int = 1,
+        eval_batch_size: int = 1000,
     ) -> None:
         super().__init__()
         self.splits, self.batch_size, self.seed = splits, batch_size, seed
-        self.eval_batch_size = eval_batch_size
+        self.steps_per_call, self.eval_batch_size = steps_per_call, eval_batch_size
 
     def setup(self, stage: str) -> None:
         device = self.trainer.strategy.root_device
@@ -262,7 +280,9 @@ class TensorDataModule(pl.LightningDataModule):
         if world > 1:  # equal shards, or ranks would disagree on the number of steps
             per_rank = len(x) // world
             x = x[self.trainer.global_rank * per_rank : (self.trainer.global_rank + 1) * per_rank]
-        return TensorBatches(x, self.batch_size, True, self.seed, self._position)
+        return TensorBatches(
+            x, self.batch_size, True, self.seed, self._position, chunk=self.steps_per_call
+        )
 
     def val_dataloader(self) -> TensorBatches:
         return TensorBatches(self.val_x, self.eval_batch_size, shuffle=False)

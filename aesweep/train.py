@@ -53,6 +53,7 @@ def quiet_lightning() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not")
         warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+        warnings.filterwarnings("ignore", message=r"The `srun` command is available")  # SLURM
         try:
             yield
         finally:
@@ -83,6 +84,7 @@ class LastCheckpoint(Checkpoint):
         self._saved_at = -math.inf
 
     def _save(self, trainer: pl.Trainer) -> None:
+        trainer.lightning_module.check_finite()  # never replace a good state with a diverged one
         trainer.save_checkpoint(self.path, weights_only=False)
         self._saved_at = time.monotonic()
 
@@ -99,7 +101,8 @@ class LastCheckpoint(Checkpoint):
 
         if isinstance(exc, KeyboardInterrupt | SIGTERMException):
             self.signame = "SIGINT" if isinstance(exc, KeyboardInterrupt) else "SIGTERM"
-            self._save(trainer)
+            with contextlib.suppress(DivergenceError):  # then the last good one stays
+                self._save(trainer)
 
 
 def build_model(cfg: DictConfig, splits: Splits) -> AutoEncoder:
@@ -113,10 +116,23 @@ def build_model(cfg: DictConfig, splits: Splits) -> AutoEncoder:
         optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
         scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.scheduler else None,
         center=cfg.model.center,
+        steps_per_call=steps_per_call(cfg),
     )
     if cfg.model.center:
         model.mean.copy_(splits.train_x.mean(dim=0))
     return model
+
+
+def steps_per_call(cfg: DictConfig) -> int:
+    """cfg.steps_per_call, or 1 with a one-line notice where a setting needs Lightning's own
+    optimizer loop (clipping, accumulation, a step limit that may end inside a chunk)."""
+    plain = {"gradient_clip_val": None, "accumulate_grad_batches": 1, "max_steps": -1}
+    needs = [f"trainer.{k}={v}" for k, d in plain.items() if (v := cfg.trainer.get(k, d)) != d]
+    if cfg.steps_per_call > 1 and needs:
+        print(f"aesweep: steps_per_call={cfg.steps_per_call} runs as 1: {needs[0]} needs "
+              f"Lightning's optimizer loop", file=sys.stderr)  # fmt: skip
+        return 1
+    return cfg.steps_per_call
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, last: LastCheckpoint) -> pl.Trainer:
@@ -171,12 +187,15 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Fit one autoencoder and write its artefacts; returns the metrics of the contract."""
     clock = Stopwatch()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    torch.set_float32_matmul_precision(str(cfg.matmul_precision))  # "high": TF32 on GPUs
     splits = load_splits(cfg.data)
     clock.lap("data")
     pca = pca_of(cfg.data, splits)
     clock.lap("pca")
     model = build_model(cfg, splits)
-    datamodule = TensorDataModule(splits, cfg.data.batch_size, seed=cfg.seed)
+    datamodule = TensorDataModule(
+        splits, cfg.data.batch_size, cfg.seed, model.hparams.steps_per_call
+    )
 
     ckpt_path = cfg.ckpt_path
     last = run_dir / "checkpoints" / "last.ckpt"

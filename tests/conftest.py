@@ -69,3 +69,16 @@ def run_subprocess(*args: str, timeout: float = 300, **kwargs) -> subprocess.Com
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
         **kwargs,
     )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`@pytest.mark.gpu` tests run where CUDA is visible and show as skipped, with the
+    reason, where it is not."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU; none is visible here (pytest -m gpu)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

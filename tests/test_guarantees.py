@@ -128,30 +128,32 @@ def test_a_new_run_never_overwrites_a_finished_one(aesweep, tmp_path: Path) -> N
     assert again.code == 2 and "aesweep sweep resume=sw" in again.lines[0]
 
 
+@pytest.mark.parametrize("steps_per_call", [1, 2])
 def test_a_run_resumed_mid_epoch_matches_one_never_interrupted(
-    aesweep, tmp_path: Path, monkeypatch
+    aesweep, tmp_path: Path, monkeypatch, steps_per_call
 ) -> None:
     from aesweep.model import AutoEncoder
 
-    args = ("train", "dim_z=8", *SMOKE, "trainer.max_epochs=3")
+    args = ("train", "dim_z=8", "trainer=smoke", "data.subset=500", "trainer.max_epochs=3",
+            f"steps_per_call={steps_per_call}")  # fmt: skip
     assert aesweep(*args, "hydra.run.dir=whole").code == 0
     train_step = AutoEncoder.training_step
 
-    def ctrl_c_at_step_4(self, batch, batch_idx):  # 3 steps an epoch: inside the second
-        if self.global_step == 4:
+    def ctrl_c_at_step_6(self, batch, batch_idx):  # 4 steps an epoch: inside the second
+        if self.global_step == 6:
             raise KeyboardInterrupt
         return train_step(self, batch, batch_idx)
 
-    monkeypatch.setattr(AutoEncoder, "training_step", ctrl_c_at_step_4)
+    monkeypatch.setattr(AutoEncoder, "training_step", ctrl_c_at_step_6)
     assert aesweep(*args, "hydra.run.dir=split").code == 130
     monkeypatch.setattr(AutoEncoder, "training_step", train_step)  # (undo() would leave tmp_path)
     stopped = torch.load(tmp_path / "split/checkpoints/last.ckpt", weights_only=False)
-    assert (stopped["epoch"], stopped["global_step"]) == (1, 4)
+    assert (stopped["epoch"], stopped["global_step"]) == (1, 6)
     assert aesweep("train", "resume=split").code == 0
     whole, split = (
         json.loads((tmp_path / r / "result.json").read_text()) for r in ("whole", "split")
     )
-    assert whole["steps"] == split["steps"] == 9
+    assert whole["steps"] == split["steps"] == 12
     for metric in ("train_sse", "val_sse", "test_sse"):  # same batches, same updates
         assert split[metric] == whole[metric], metric
 

@@ -103,12 +103,16 @@ def test_same_seed_gives_identical_metrics_and_another_seed_differs(aesweep, tmp
     assert a["test_mse"] != c["test_mse"]
 
 
-def test_divergence_stops_at_once_and_keeps_the_last_good_checkpoint(aesweep, tmp_path) -> None:
+@pytest.mark.parametrize("steps_per_call", [1, 2])
+def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(
+    aesweep, tmp_path, steps_per_call
+) -> None:
     explode = "scheduler={_target_:torch.optim.lr_scheduler.ExponentialLR,_partial_:true,gamma:1e4}"
     outcome = aesweep(
         "train",
         "dim_z=4",
         *SMOKE,
+        f"steps_per_call={steps_per_call}",
         "trainer.max_epochs=5",
         "model.output=identity",
         "optimizer=sgd",
@@ -155,3 +159,38 @@ def test_every_precision_trains_and_is_scored_in_float32(aesweep, tmp_path, prec
     with torch.no_grad():
         expected = (model(test_x) - test_x).pow(2).sum(1).mean().item()
     assert result["test_sse"] == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("recipe", [[], ["model=linear"]])  # no scheduler; cosine per epoch
+def test_several_steps_per_call_make_exactly_the_same_run(aesweep, tmp_path, recipe) -> None:
+    args = (
+        "train",
+        "dim_z=8",
+        *recipe,
+        "trainer=smoke",
+        "data.subset=1000",
+        "trainer.max_epochs=3",
+    )
+    for k in (1, 3):  # 8 batches an epoch: chunks of 3, 3 and 2
+        assert aesweep(*args, f"steps_per_call={k}", f"hydra.run.dir=k{k}").code == 0
+    one, three = result_of(tmp_path / "k1"), result_of(tmp_path / "k3")
+    assert one["steps"] == three["steps"] == 3 * 8
+    for metric in ("train_sse", "val_sse", "test_sse"):
+        assert one[metric] == three[metric], metric
+    a, b = (
+        torch.load(tmp_path / f"k{k}/checkpoints/last.ckpt", weights_only=False) for k in (1, 3)
+    )
+    assert all(torch.equal(a["state_dict"][n], b["state_dict"][n]) for n in a["state_dict"])
+    assert a["lr_schedulers"] == b["lr_schedulers"]
+    curves = [pd.read_csv(tmp_path / f"k{k}/metrics.csv")["train_loss"].dropna() for k in (1, 3)]
+    assert curves[0].tolist() == curves[1].tolist() and len(curves[0]) == 3
+
+
+def test_a_setting_the_chunked_loop_cannot_honour_runs_plain_with_a_notice(aesweep) -> None:
+    outcome = aesweep("train", "dim_z=4", *SMOKE, "steps_per_call=4",
+                      "trainer.gradient_clip_val=0.5", "hydra.run.dir=run")  # fmt: skip
+    assert outcome.code == 0, outcome.err
+    assert (
+        "aesweep: steps_per_call=4 runs as 1: trainer.gradient_clip_val=0.5 needs Lightning's "
+        "optimizer loop"
+    ) in outcome.err.splitlines()

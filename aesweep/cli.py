@@ -246,6 +246,9 @@ def validate_job(cfg: Any, job_name: str, multirun: bool) -> None:
 
     validate(cfg)
     validate_launcher(cfg.hydra.launcher)
+    from aesweep.loggers import check_loggers  # issue 14: a chosen logger's package is there
+
+    check_loggers(cfg)
     resume = cfg.get("resume")
     if resume is not None and not Path(str(resume)).is_dir():
         raise ConfigError(f"resume={resume} is invalid: must be an existing run or sweep folder")

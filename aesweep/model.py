@@ -103,8 +103,9 @@ class AutoEncoder(pl.LightningModule):
         self._loss_sum += value * len(batch)
         self._loss_count += len(batch)
         step = self.global_step
-        if self.logger is not None and (step + 1) % self.trainer.log_every_n_steps == 0:
-            self.logger.log_metrics({"train_loss_step": value, "epoch": self.current_epoch}, step)
+        if self.loggers and (step + 1) % self.trainer.log_every_n_steps == 0:
+            for logger in self.loggers:  # every chosen logger, e.g. logger=[csv,tensorboard]
+                logger.log_metrics({"train_loss_step": value, "epoch": self.current_epoch}, step)
         return loss
 
     def on_train_epoch_start(self) -> None:

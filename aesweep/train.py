@@ -27,10 +27,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.accelerators import CPUAccelerator
 from pytorch_lightning.callbacks import Checkpoint
-from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 from aesweep.data import DataError, Splits, TensorDataModule, load_splits
+from aesweep.loggers import build_loggers, log_results
 from aesweep.model import AutoEncoder, DivergenceError
 from aesweep.pca import PCAFit, compare_subspaces, pca_of
 from aesweep.report import (
@@ -114,11 +114,12 @@ def build_model(cfg: DictConfig, splits: Splits) -> AutoEncoder:
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, last: LastCheckpoint) -> pl.Trainer:
-    """The configured Trainer with aesweep's CSV metrics and last.ckpt in the run folder."""
+    """The configured Trainer with the chosen loggers (by default metrics.csv) and last.ckpt
+    in the run folder."""
     trainer = instantiate(
         cfg.trainer,
         default_root_dir=str(run_dir),
-        logger=CSVLogger(str(run_dir), name="", version=""),
+        logger=build_loggers(cfg, run_dir) or False,
         callbacks=[last],
     )
     if isinstance(trainer.accelerator, CPUAccelerator):
@@ -215,6 +216,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if trainer.is_global_zero:
         metrics.update(write_artefacts(model, splits, pca, cfg, run_dir))
     clock.lap("artefacts")
+    if trainer.is_global_zero:
+        log_results(trainer.loggers, metrics, trainer.global_step)
     return {**metrics, "timings": clock.timings}
 
 

@@ -26,6 +26,8 @@ commands:
                         (aesweep sweep resume=DIR finishes an interrupted sweep)
   report DIR            rebuild the report of a finished or partial sweep folder
   pca [overrides]       closed-form PCA error for every k on the same data, in seconds
+  encode RUN_DIR [split=test|train|val]
+                        write a split's codes as RUN_DIR/codes_<split>.npz
 
 options:
   -h, --help            this help; aesweep <command> --help for the command's settings
@@ -34,7 +36,7 @@ options:
 Outputs go to outputs/runs/ and outputs/sweeps/. See README.md for more."""
 
 CONFIG_MODULE = "aesweep.configs"
-COMMANDS = ("train", "sweep", "report", "pca")
+COMMANDS = ("train", "sweep", "report", "pca", "encode")
 HELP_HEADERS = {  # `aesweep <command> --help` prints Hydra's app help under this line
     "sweep": "aesweep sweep: train every dim_z in sweep.dims (a Hydra multirun), then write "
     "loss_vs_dim.csv/.png, reconstructions.png and report.md; resume=DIR finishes a sweep",
@@ -75,6 +77,8 @@ def dispatch(argv: list[str]) -> None:
         raise ConfigError(f"command {command!r} is unknown: must be one of {', '.join(COMMANDS)}")
     if command == "report":
         return report_command(rest)
+    if command == "encode":
+        return encode_command(rest)
     if command == "pca":
         return run_hydra("aesweep.pca:run_pca", prepare(rest, job_name="pca"))
     if command == "sweep":
@@ -353,3 +357,27 @@ def _only_hydra_overrides_with_resume(overrides: list[str], what: str) -> None:
             f"{others[0]} is invalid with {what}: a resumed run keeps its own settings "
             f"(only hydra.* and hydra/launcher=... may be given)"
         )
+
+
+def encode_command(rest: list[str]) -> None:
+    """`aesweep encode RUN_DIR [split=test|train|val]`: the codes of a split, as .npz."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="aesweep encode",
+        description="Write the codes of a run's split as RUN_DIR/codes_<split>.npz "
+        "(arrays codes (n, dim_z), labels, index into the split) and print its path.",
+    )
+    parser.add_argument("run_dir", help="a run folder, e.g. outputs/sweeps/<...>/dim_z=32")
+    parser.add_argument("split", nargs="?", default="split=test", help="split=test|train|val")
+    args = parser.parse_args(rest)
+    key, _, split = args.split.partition("=")
+    if key != "split":
+        raise ConfigError(f"{args.split} is invalid: must be split=test, split=train or split=val")
+    from aesweep.data import DataError
+    from aesweep.trained import encode_split
+
+    try:
+        print(encode_split(args.run_dir, split))
+    except DataError as e:
+        raise ConfigError(str(e)) from None

@@ -68,6 +68,7 @@ class AutoEncoder(pl.LightningModule):
         self._loss_sum, self._loss_count = 0.0, 0  # the epoch's running loss, see training_step
 
     def encode(self, x: Tensor) -> Tensor:
+        """Images (n, input_dim) in [0, 1] to codes (n, dim_z)."""
         return self.encoder(x - self.mean if self.hparams.center else x)
 
     def decode_logits(self, z: Tensor) -> Tensor:
@@ -75,9 +76,13 @@ class AutoEncoder(pl.LightningModule):
         out = self.decoder(z)
         return out + self.mean if self.hparams.center else out
 
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.decode_logits(self.encode(x))
+    def decode(self, z: Tensor) -> Tensor:
+        """Codes (n, dim_z) to pixels (n, input_dim), the output activation applied."""
+        out = self.decode_logits(z)
         return torch.sigmoid(out) if self.hparams.output == "sigmoid" else out
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.decode(self.encode(x))
 
     def _loss(self, x: Tensor) -> Tensor:
         logits = self.decode_logits(self.encode(x))

@@ -181,8 +181,11 @@ def collect(sweep_dir: Path) -> pd.DataFrame:
     swept = [k for k in keys if len({s.get(k) for s in settings}) > 1]
     table = pd.DataFrame(rows)
     for k in reversed(swept):  # inserted at the front, so they end up in key order
+        if k in table:  # e.g. a swept seed: the override's column replaces result.json's
+            del table[k]
         table.insert(0, k, [s.get(k, "") for s in settings])
-    columns = [*swept, *(c for c in METRIC_COLUMNS + DESCRIPTION_COLUMNS if c in table)]
+    described = [c for c in METRIC_COLUMNS + DESCRIPTION_COLUMNS if c in table and c not in swept]
+    columns = [*swept, *described]
     table = table[columns].sort_values(["dim_z", *swept], ascending=[False] + [True] * len(swept))
     table.attrs["settings"] = swept
     return table.reset_index(drop=True)

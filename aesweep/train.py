@@ -97,8 +97,16 @@ class LastCheckpoint(Checkpoint):
 
 
 def build_model(cfg: DictConfig, splits: Splits) -> AutoEncoder:
-    model = AutoEncoder(
-        input_dim=splits.input_dim,
+    model = new_model(cfg, splits.input_dim)
+    if cfg.model.center:
+        model.mean.copy_(splits.train_x.mean(dim=0))
+    return model
+
+
+def new_model(cfg: DictConfig, input_dim: int) -> AutoEncoder:
+    """The untrained autoencoder a job's config describes (also what a checkpoint loads into)."""
+    return AutoEncoder(
+        input_dim=input_dim,
         dim_z=cfg.dim_z,
         hidden=list(cfg.model.hidden),
         activation=cfg.model.activation,
@@ -108,9 +116,6 @@ def build_model(cfg: DictConfig, splits: Splits) -> AutoEncoder:
         scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.scheduler else None,
         center=cfg.model.center,
     )
-    if cfg.model.center:
-        model.mean.copy_(splits.train_x.mean(dim=0))
-    return model
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, last: LastCheckpoint) -> pl.Trainer:
@@ -130,9 +135,9 @@ def build_trainer(cfg: DictConfig, run_dir: Path, last: LastCheckpoint) -> pl.Tr
     return trainer
 
 
-def check_checkpoint(path: Path, model: AutoEncoder) -> None:
+def check_checkpoint(path: Path, model: AutoEncoder) -> dict[str, Any]:
     """Fail with the file's name when a checkpoint is damaged or belongs to another model,
-    instead of deep inside torch.load or load_state_dict."""
+    instead of deep inside torch.load or load_state_dict; returns the loaded checkpoint."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
         saved = ckpt["hyper_parameters"]
@@ -146,6 +151,7 @@ def check_checkpoint(path: Path, model: AutoEncoder) -> None:
                 f"checkpoint {path} was trained with {key}={saved.get(key)}, this run has "
                 f"{key}={model.hparams[key]}"
             )
+    return ckpt
 
 
 class Stopwatch:

@@ -26,6 +26,8 @@ commands:
                         (aesweep sweep resume=DIR finishes an interrupted sweep)
   report DIR            rebuild the report of a finished or partial sweep folder
   pca [overrides]       closed-form PCA error for every k on the same data, in seconds
+  report DIR DIR ...    compare sweeps: one plot and one table (--out DIR, default
+                        outputs/compare/<timestamp>)
   encode RUN_DIR [split=test|train|val]
                         write a split's codes as RUN_DIR/codes_<split>.npz
 
@@ -89,17 +91,24 @@ def dispatch(argv: list[str]) -> None:
 def report_command(rest: list[str]) -> None:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="aesweep report", description="Rebuild a sweep report.")
-    parser.add_argument("sweep_dir", help="a sweep folder, e.g. outputs/sweeps/<timestamp>")
+    parser = argparse.ArgumentParser(
+        prog="aesweep report",
+        description="Rebuild a sweep's report; with several sweep folders, compare them.",
+    )
+    parser.add_argument("sweep_dir", nargs="+", help="sweep folders, e.g. outputs/sweeps/<...>")
+    parser.add_argument("--out", help="where a comparison goes (default outputs/compare/<time>)")
     args = parser.parse_args(rest)
-    sweep_dir = Path(args.sweep_dir)
-    if not sweep_dir.is_dir() or not any(sweep_dir.glob("*/result.json")):
-        raise ConfigError(
-            f"DIR={sweep_dir} is invalid: must be a sweep folder holding */result.json"
-        )
-    from aesweep.report import report_and_exit_code
+    sweep_dirs = [Path(d) for d in args.sweep_dir]
+    for sweep_dir in sweep_dirs:
+        if not sweep_dir.is_dir() or not any(sweep_dir.glob("*/result.json")):
+            raise ConfigError(
+                f"DIR={sweep_dir} is invalid: must be a sweep folder holding */result.json"
+            )
+    from aesweep.report import compare_and_exit_code, report_and_exit_code
 
-    raise SystemExit(report_and_exit_code(sweep_dir))
+    if len(sweep_dirs) == 1 and args.out is None:
+        raise SystemExit(report_and_exit_code(sweep_dirs[0]))
+    raise SystemExit(compare_and_exit_code(sweep_dirs, Path(args.out) if args.out else None))
 
 
 def run_hydra(task_path: str, args: list[str]) -> None:

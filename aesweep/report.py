@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -419,6 +421,55 @@ def report_and_exit_code(sweep_dir: Path) -> int:
             f"rerun them with: aesweep sweep resume={sweep_dir}"
         )
         return 1
+    return 0
+
+
+def compare(sweep_dirs: Sequence[Path]) -> pd.DataFrame:
+    """The tables of several sweeps as one: a `sweep` column (the folder's name, its path
+    where names repeat) first, then every sweep's swept settings, then the metrics."""
+    names = [d.name for d in sweep_dirs]
+    if len(set(names)) < len(names):
+        names = [str(d) for d in sweep_dirs]
+    tables, settings = [], []
+    for name, sweep_dir in zip(names, sweep_dirs, strict=True):
+        table = collect(sweep_dir)
+        settings += [k for k in table.attrs.get("settings", []) if k not in settings]
+        tables.append(table.assign(sweep=name))
+    table = pd.concat(tables, ignore_index=True)
+    for key in settings:
+        table[key] = table[key].fillna("")
+    rest = [c for c in table.columns if c not in settings and c != "sweep"]
+    table = table[["sweep", *settings, *rest]]
+    table.attrs["settings"] = ["sweep", *settings]
+    return table
+
+
+def write_comparison(sweep_dirs: Sequence[Path], out: Path) -> pd.DataFrame:
+    """Write the comparison of several sweeps into `out`: loss_vs_dim.csv (one table),
+    loss_vs_dim.png (one curve per sweep, plus PCA) and report.md (both, and the sweeps)."""
+    table = compare(sweep_dirs)
+    write_text_atomically(table.to_csv(index=False), out / "loss_vs_dim.csv")
+    parts = [f"# Comparison of {len(sweep_dirs)} sweeps", ""]
+    parts += [f"- `{name}`: {Path(d).absolute()}" for name, d in
+              zip(table["sweep"].unique(), sweep_dirs, strict=True)]  # fmt: skip
+    if (table["status"] == "ok").any():
+        save_figure(draw_loss_vs_dim(table), out / "loss_vs_dim.png")
+        parts += ["", "![test error vs dim(z)](loss_vs_dim.png)"]
+    shown = ["sweep", *table.attrs["settings"][1:], "dim_z", "test_sse", "pca_test_sse",
+             "test_mse", "epochs", "seconds", "status"]  # fmt: skip
+    parts += ["", markdown_table(table[[c for c in shown if c in table]]), ""]
+    write_text_atomically("\n".join(parts), out / "report.md")
+    return table
+
+
+def compare_and_exit_code(sweep_dirs: Sequence[Path], out: Path | None = None) -> int:
+    """Write and print a comparison (default folder outputs/compare/<timestamp>-<id>)."""
+    if out is None:
+        stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+        out = Path("outputs/compare") / f"{stamp}-{secrets.token_hex(3)}"
+    table = write_comparison(sweep_dirs, out)
+    print(f"comparison folder: {out}")
+    print(format_table(table))
     return 0
 
 

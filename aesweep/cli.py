@@ -154,6 +154,7 @@ def prepare(rest: list[str], job_name: str) -> list[str]:
         validate_job(cfg, job_name, multirun=args.multirun)
     if args.multirun:
         extra += dirname_overrides(overrides, swept)
+        extra.append(f"hydra.callbacks.sweep_report.n_jobs={len(jobs)}")  # progress lines
     flags = [a for a in rest if a not in args.overrides]
     return [*flags, *overrides, *extra]
 

@@ -79,7 +79,8 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Any]:
             fill["run_name"] = run
         if conf.get("tracking_uri"):
             fill["tracking_uri"] = sqlite_uri(str(conf.tracking_uri), Path.cwd())
-            fill["artifact_location"] = _artifact_location(fill["tracking_uri"])
+            if "artifact_location" not in conf:
+                fill["artifact_location"] = _artifact_location(fill["tracking_uri"])
         loggers.append(instantiate(conf, **fill))
     return loggers
 

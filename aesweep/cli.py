@@ -5,8 +5,8 @@ starts. Heavy imports (torch, Lightning) happen only once a command really runs.
 
 from __future__ import annotations
 
+import itertools
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -118,9 +118,9 @@ def run_hydra(task_path: str, args: list[str]) -> None:
 
     import hydra
 
-    from aesweep.config import register_resolvers
+    from aesweep.config import register
 
-    register_resolvers()
+    register()
     module, name = task_path.split(":")
     task = getattr(importlib.import_module(module), name)
     sys.argv = [sys.argv[0], *args]
@@ -130,6 +130,8 @@ def run_hydra(task_path: str, args: list[str]) -> None:
 
 
 def hydra_arguments(rest: list[str]) -> Any:
+    """Hydra's own command-line parser (private; pinned by tests/test_hydra_contract.py), so
+    that flags (-m, --cfg, --config-dir, ...) mean exactly what they mean to @hydra.main."""
     from hydra._internal.utils import get_args_parser
 
     return get_args_parser().parse_args(rest)
@@ -144,7 +146,7 @@ def prepare(rest: list[str], job_name: str) -> list[str]:
     overrides = list(args.overrides)
     resume = _value(overrides, "resume")
     if resume is not None and not args.multirun:
-        overrides = resume_run_overrides(overrides, resume)
+        overrides = resume_overrides(overrides, resume, sweep=False)
     extra = [f"hydra.job.name={job_name}"]
     if job_name == "pca" and _value(overrides, "hydra.run.dir") is None:
         extra.append("hydra.run.dir=outputs/pca/${now:%Y-%m-%d_%H-%M-%S}-${aesweep_uid:}")
@@ -178,9 +180,9 @@ def _is_hydra_key(key: str) -> bool:
 
 
 def expand(overrides: list[str], args: Any) -> tuple[list[list[str]], list[str]]:
-    """The override list of every job a multirun would launch (Hydra's BasicSweeper product,
-    including `hydra.sweeper.params` set by an experiment), and the swept keys."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    """The override list of every job a multirun would launch (the basic sweeper's product,
+    including `hydra.sweeper.params` set by an experiment), and the swept keys. Another
+    sweeper (Optuna, ...) picks its own values: then only the fixed overrides are checked."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parser = OverridesParser.create()
@@ -190,13 +192,20 @@ def expand(overrides: list[str], args: Any) -> tuple[list[list[str]], list[str]]
         if sweeps:
             raise ConfigError(f"{sweeps[0]} is invalid: sweeping a setting needs -m (multirun)")
         return [overrides], []
-    jobs = BasicSweeper.split_arguments(parsed, None)[0]
-    params = compose(jobs[0], args).hydra.sweeper.get("params") or {}
-    if params:
-        parsed = _parse(parser, [f"{k}={v}" for k, v in params.items()] + overrides)
-        jobs = BasicSweeper.split_arguments(parsed, None)[0]
+    fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+    sweeper = compose(fixed, args).hydra.sweeper
+    if not str(sweeper.get("_target_", "")).endswith("BasicSweeper"):
+        return [fixed], []
+    params = sweeper.get("params") or {}
+    parsed = _parse(parser, [f"{k}={v}" for k, v in params.items()]) + parsed
+    choices = [
+        [f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()]
+        if o.is_sweep_override()
+        else [o.input_line]
+        for o in parsed
+    ]
     swept = [o.key_or_group for o in parsed if o.is_sweep_override()]
-    return jobs, swept
+    return [list(job) for job in itertools.product(*choices)], swept
 
 
 def _parse(parser: Any, overrides: list[str]) -> list[Any]:
@@ -221,9 +230,9 @@ def compose(overrides: list[str], args: Any) -> Any:
     from hydra import initialize_config_module
     from hydra.errors import ConfigCompositionException, MissingConfigException
 
-    from aesweep.config import register_resolvers
+    from aesweep.config import register
 
-    register_resolvers()
+    register()
     extra = (
         [f"hydra.searchpath=[file://{Path(args.config_dir).absolute()}]"] if args.config_dir else []
     )
@@ -243,24 +252,46 @@ def compose(overrides: list[str], args: Any) -> Any:
             f"{group}={choice} is invalid: must be one of {', '.join(e.options or [])}{hint}"
         ) from None
     except ConfigCompositionException as e:
-        missing_key = re.match(r"Could not override '([^']+)'", str(e))
-        if missing_key:
-            key = missing_key.group(1)
-            value = _value(overrides, key)
-            raise ConfigError(
-                f"{key}={value} is invalid: there is no such setting (check the spelling with "
-                f"aesweep train --cfg job; add a new key with +{key}={value})"
-            ) from None
-        cause = f" ({' '.join(str(e.__cause__).split())})" if e.__cause__ else ""
-        raise ConfigError(" ".join(str(e).split()) + cause) from None
+        raise ConfigError(_composition_error(e, overrides)) from None
+
+
+def _composition_error(e: Exception, overrides: list[str]) -> str:
+    """One line from the schema's own error (OmegaConf names the key): the override that
+    set it, and what the schema allows there."""
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+    from aesweep.config import expected
+
+    cause = e.__cause__
+    if not isinstance(cause, OmegaConfBaseException) or not cause.full_key:
+        reason = f" ({' '.join(str(cause).split())})" if cause else ""
+        return " ".join(str(e).split()) + reason
+    key = cause.full_key.split("[")[0]
+    given = [o for o in overrides if _key(o) == key or _key(o).startswith(key + ".")]
+    shown = given[-1].lstrip("+~") if given else key
+    if isinstance(cause, ConfigAttributeError | ConfigKeyError):
+        name, _, value = shown.partition("=")
+        return (
+            f"{shown} is invalid: there is no such setting (check the spelling with "
+            f"aesweep train --cfg job; add a new key with +{name}={value})"
+        )
+    return f"{shown} is invalid: must be {expected(key)}"
+
+
+def _key(override: str) -> str:
+    return override.partition("=")[0].lstrip("+~")
 
 
 def validate_job(cfg: Any, job_name: str, multirun: bool) -> None:
-    from aesweep.config import check_writable, validate, validate_launcher
+    from aesweep.config import check_machine, check_writable, is_remote, validate, validate_launcher
+    from aesweep.data import check_available
 
     validate(cfg)
+    check_available(cfg.data)
     validate_launcher(cfg.hydra.launcher)
-    from aesweep.loggers import check_loggers  # issue 14: a chosen logger's package is there
+    if not is_remote(cfg.hydra.launcher):  # remote jobs check the machine they land on
+        check_machine(cfg.trainer)
+    from aesweep.loggers import check_loggers  # a chosen logger's package is there
 
     check_loggers(cfg)
     resume = cfg.get("resume")
@@ -282,10 +313,12 @@ def validate_job(cfg: Any, job_name: str, multirun: bool) -> None:
 def dirname_overrides(overrides: list[str], swept: list[str]) -> list[str]:
     """Name job folders by the swept settings (dim_z always): exclude every other override
     from Hydra's override_dirname."""
-    keys = [o.partition("=")[0].lstrip("+~") for o in overrides]
+    from aesweep.config import NOT_JOB_SETTINGS
+
+    keys = [_key(o) for o in overrides]
     task_keys = [k for k in keys if not _is_hydra_key(k)]
     named = set(swept) | {"dim_z"}
-    excluded = sorted({k for k in task_keys if k not in named} | {"resume", "ckpt_path"})
+    excluded = sorted({k for k in task_keys if k not in named} | set(NOT_JOB_SETTINGS))
     if not any(k in named for k in task_keys) and not swept:
         return ["hydra.sweep.subdir=job${hydra.job.num}"]
     return [f"hydra.job.config.override_dirname.exclude_keys=[{','.join(excluded)}]"]
@@ -301,7 +334,7 @@ def sweep_arguments(rest: list[str]) -> list[str]:
         return rest + _help_header("sweep", args)
     resume = _value(overrides, "resume")
     if resume is not None:
-        return ["-m", *flags, *resume_sweep_overrides(overrides, resume)]
+        return ["-m", *flags, *resume_overrides(overrides, resume, sweep=True)]
     if _value(overrides, "dim_z") is None:
         from aesweep.config import input_dim, validate_dims
 
@@ -313,60 +346,49 @@ def sweep_arguments(rest: list[str]) -> list[str]:
     return ["-m", *flags, *overrides]
 
 
-def resume_sweep_overrides(overrides: list[str], resume: str) -> list[str]:
-    """The sweep's own overrides (from its multirun.yaml) plus resume=DIR: finished jobs are
-    kept, the others continue from their last checkpoint."""
+def resume_overrides(overrides: list[str], resume: str, sweep: bool) -> list[str]:
+    """The folder's own overrides plus resume=DIR, into the same folder: finished jobs are
+    kept, the others continue from checkpoints/last.ckpt."""
     from omegaconf import OmegaConf
 
-    sweep_dir = Path(resume)
-    saved = sweep_dir / "multirun.yaml"
-    if not saved.is_file():
-        raise ConfigError(
-            f"resume={resume} is invalid: no multirun.yaml there (not a sweep folder)"
-        )
-    _only_hydra_overrides_with_resume(overrides, "resume=DIR")
-    cfg = OmegaConf.load(saved)
-    task = [o for o in cfg.hydra.overrides.task if _value([o], "resume") is None]
     from aesweep.report import GENERATED  # prepare() sets these again
 
-    hydra_saved = [o for o in cfg.hydra.overrides.hydra if not o.startswith(GENERATED)]
-    hydra_new = [o for o in overrides if _is_hydra_key(o.partition("=")[0])]
-    return [
-        *task,
-        *(hydra_new or hydra_saved),
-        f"resume={sweep_dir}",
-        f"hydra.sweep.dir={sweep_dir}",
-    ]
-
-
-def resume_run_overrides(overrides: list[str], resume: str) -> list[str]:
-    """A single run's own overrides plus resume=DIR, into the same folder: it continues
-    from checkpoints/last.ckpt to the requested epochs."""
-    from omegaconf import OmegaConf
-
-    run_dir = Path(resume)
-    saved = run_dir / ".hydra" / "overrides.yaml"
+    folder = Path(resume)
+    saved = folder / ("multirun.yaml" if sweep else ".hydra/overrides.yaml")
     if not saved.is_file():
-        raise ConfigError(
-            f"resume={resume} is invalid: no .hydra/overrides.yaml there (not a run folder)"
-        )
-    _only_hydra_overrides_with_resume(overrides, "resume=DIR")
-    task = [o for o in OmegaConf.load(saved) if _value([o], "resume") is None]
-    hydra_new = [o for o in overrides if _is_hydra_key(o.partition("=")[0])]
-    return [*task, *hydra_new, f"resume={run_dir}", f"hydra.run.dir={run_dir}"]
+        kind = "sweep" if sweep else "run"
+        raise ConfigError(f"resume={resume} is invalid: no {saved.relative_to(folder)} there "
+                          f"(not a {kind} folder)")  # fmt: skip
+    cfg = OmegaConf.load(saved)
+    task = resumed_task(list(cfg.hydra.overrides.task if sweep else cfg), overrides)
+    hydra = [o for o in overrides if _is_hydra_key(_key(o))]
+    if sweep and not hydra:
+        hydra = [o for o in cfg.hydra.overrides.hydra if not o.startswith(GENERATED)]
+    where = f"hydra.{'sweep' if sweep else 'run'}.dir={folder}"
+    return [*task, *hydra, f"resume={folder}", where]
 
 
-def _only_hydra_overrides_with_resume(overrides: list[str], what: str) -> None:
-    others = [
-        o
-        for o in overrides
-        if not _is_hydra_key(o.partition("=")[0]) and _value([o], "resume") is None
-    ]
-    if others:
-        raise ConfigError(
-            f"{others[0]} is invalid with {what}: a resumed run keeps its own settings "
-            f"(only hydra.* and hydra/launcher=... may be given)"
-        )
+# What a resumed run may change: how long it trains and what it prints, never the model or
+# the data its checkpoint was made with.
+RESUMABLE_CHANGES = ("trainer.max_epochs", "trainer.max_steps", "checkpoint_every_s",
+                     "trainer.enable_progress_bar")  # fmt: skip
+
+
+def resumed_task(saved: list[str], given: list[str]) -> list[str]:
+    """The saved task overrides, with the duration settings the user gives on resume."""
+    from aesweep.config import NOT_JOB_SETTINGS
+
+    changes = [o for o in given if not _is_hydra_key(_key(o)) and _key(o) not in NOT_JOB_SETTINGS]
+    for o in changes:
+        if _key(o) not in RESUMABLE_CHANGES:
+            raise ConfigError(
+                f"{o} is invalid with resume=DIR: a resumed run keeps the model and data its "
+                f"checkpoint was made with; only {', '.join(RESUMABLE_CHANGES)} and hydra.* "
+                f"may change"
+            )
+    changed = {_key(o) for o in changes}
+    kept = [o for o in saved if _key(o) not in changed and _key(o) not in NOT_JOB_SETTINGS]
+    return [*kept, *changes]
 
 
 def encode_command(rest: list[str]) -> None:

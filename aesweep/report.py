@@ -1,17 +1,13 @@
-"""Figures and the sweep report: loss-vs-dimension table and plot, reconstruction montages.
-
-Pure pieces, as in torchvision.utils: `collect` computes a table, `draw_*` turn data into
-figures, `write_*`/`save_*` put files on disk atomically (temp file + rename), so a crash
-mid-write never leaves a half-written report.
+"""The sweep report: one table of every job's result.json, the loss-vs-dimension plot, the
+montage of every code size, report.md, and the Hydra callback that writes them when a
+multirun ends. Works on partial sweeps; every file is replaced atomically.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,8 +18,10 @@ import pandas as pd
 from hydra.experimental.callback import Callback
 from matplotlib.figure import Figure
 
-RESULT = "result.json"
-SCALE, PAD, LABEL_PX, DPI = 3, 2, 130, 100
+from aesweep.config import NOT_JOB_SETTINGS, RESULT
+from aesweep.io import save_figure, write_text
+from aesweep.plots import DPI, draw_montage
+
 METRIC_COLUMNS = [
     "dim_z",
     "test_mse",
@@ -62,108 +60,11 @@ DESCRIPTION_COLUMNS = [
     "component_abs_cos",
     "run_dir",
 ]
-IGNORED_OVERRIDES = ("dim_z", "resume", "ckpt_path")
+IGNORED_OVERRIDES = ("dim_z", *NOT_JOB_SETTINGS)
 # Overrides that aesweep's CLI adds to a user's command (cli.prepare): not part of it.
 GENERATED = ("hydra.job.name=", "hydra.job.config.override_dirname.", "hydra.sweep.subdir=",
              "hydra.mode=", "hydra.sweep.dir=", "resume=",
              "hydra.callbacks.sweep_report.n_jobs=")  # fmt: skip
-
-
-def _replace_atomically(path: Path, write: Any) -> None:
-    """Call write(tmp_path), then rename tmp_path onto path."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def write_json_atomically(obj: dict[str, Any], path: Path) -> None:
-    _replace_atomically(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2) + "\n"))
-
-
-def write_text_atomically(text: str, path: Path) -> None:
-    _replace_atomically(path, lambda tmp: Path(tmp).write_text(text))
-
-
-def save_figure(fig: Figure, path: Path) -> None:
-    _replace_atomically(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
-
-
-def digit_grid(rows: Sequence[Any], image_shape: Sequence[int]) -> np.ndarray:
-    """One grey image (H, W) of `rows` of flattened images in [0, 1], one row each,
-    via torchvision's make_grid: H = n_rows * (h + PAD) + PAD, W likewise."""
-    import torch
-    from torchvision.utils import make_grid
-
-    n_cols = len(rows[0])
-    images = torch.cat([torch.as_tensor(np.asarray(r), dtype=torch.float32) for r in rows])
-    grid = make_grid(images.view(-1, *image_shape), nrow=n_cols, padding=PAD, pad_value=1.0)
-    return grid[0].clamp(0, 1).numpy()
-
-
-def draw_montage(
-    first: Any,
-    rows: Sequence[tuple[str, Any]],
-    image_shape: Sequence[int],
-    first_label: str = "original",
-) -> Figure:
-    """Originals on top, then one labelled row per (label, images): the lecture's figure.
-    Exactly LABEL_PX + SCALE * W by SCALE * H pixels (see digit_grid)."""
-    labels = [first_label, *(label for label, _ in rows)]
-    grid = digit_grid([first, *(images for _, images in rows)], image_shape)
-    h, w = grid.shape
-    width, height = LABEL_PX + SCALE * w, SCALE * h
-    fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI)
-    ax = fig.add_axes((LABEL_PX / width, 0, SCALE * w / width, 1))
-    ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest", aspect="auto")
-    ax.set_axis_off()
-    row_h = (h - PAD) / len(labels)
-    for i, label in enumerate(labels):
-        y = 1 - (PAD / 2 + (i + 0.5) * row_h) / h
-        fig.text((LABEL_PX - 8) / width, y, label, ha="right", va="center", fontsize=11)
-    return fig
-
-
-def draw_components(recovered: Any, pca: Any, image_shape: Sequence[int]) -> Figure:
-    """Directions recovered from a linear AE above PCA's, each scaled to [0, 1] (0.5 = zero)."""
-
-    def to_unit(v: Any) -> np.ndarray:
-        v = np.asarray(v, dtype=np.float32)
-        return 0.5 + 0.5 * v / np.abs(v).max(axis=1, keepdims=True).clip(1e-12)
-
-    return draw_montage(
-        to_unit(recovered), [("PCA", to_unit(pca))], image_shape, first_label="linear AE"
-    )
-
-
-def draw_latent(codes: Any, labels: Any) -> Figure:
-    """Test codes coloured by digit label (the model never saw labels): a scatter for
-    dim_z = 2, a per-digit strip plot for dim_z = 1."""
-    codes, labels = np.asarray(codes), np.asarray(labels)
-    fig = Figure(figsize=(6.4, 5.2), dpi=DPI)
-    ax = fig.add_subplot()
-    rng = np.random.default_rng(0)
-    for label in np.unique(labels):
-        c = codes[labels == label]
-        color = f"C{int(label) % 10}"
-        if codes.shape[1] >= 2:
-            ax.scatter(c[:, 0], c[:, 1], s=6, color=color, label=str(label), alpha=0.7)
-        else:
-            jitter = label + rng.uniform(-0.3, 0.3, len(c))
-            ax.scatter(c[:, 0], jitter, s=6, color=color, label=str(label), alpha=0.7)
-    if codes.shape[1] >= 2:
-        ax.set(xlabel="z[0]", ylabel="z[1]", title="Test codes, dim(z) = 2")
-    else:
-        ax.set(xlabel="z", ylabel="digit label", title="Test codes, dim(z) = 1")
-        ax.set_yticks(np.unique(labels))
-    ax.legend(title="digit", markerscale=3, fontsize=8, loc="best")
-    fig.tight_layout()
-    return fig
 
 
 def collect(sweep_dir: Path) -> pd.DataFrame:
@@ -289,7 +190,7 @@ def write_report(sweep_dir: Path) -> pd.DataFrame:
     job folders' result.json; works on partial sweeps."""
     table = collect(sweep_dir)
     csv = table.to_csv(index=False)
-    write_text_atomically(csv, sweep_dir / "loss_vs_dim.csv")
+    write_text(csv, sweep_dir / "loss_vs_dim.csv")
     if (table["status"] == "ok").any():
         save_figure(draw_loss_vs_dim(table), sweep_dir / "loss_vs_dim.png")
     groups = combinations(table)
@@ -302,7 +203,7 @@ def write_report(sweep_dir: Path) -> pd.DataFrame:
             )
             save_figure(fig, sweep_dir / name)
             montages.append((label, name))
-    write_text_atomically(markdown_report(sweep_dir, table, montages), sweep_dir / "report.md")
+    write_text(markdown_report(sweep_dir, table, montages), sweep_dir / "report.md")
     return table
 
 
@@ -449,7 +350,7 @@ def write_comparison(sweep_dirs: Sequence[Path], out: Path) -> pd.DataFrame:
     """Write the comparison of several sweeps into `out`: loss_vs_dim.csv (one table),
     loss_vs_dim.png (one curve per sweep, plus PCA) and report.md (both, and the sweeps)."""
     table = compare(sweep_dirs)
-    write_text_atomically(table.to_csv(index=False), out / "loss_vs_dim.csv")
+    write_text(table.to_csv(index=False), out / "loss_vs_dim.csv")
     parts = [f"# Comparison of {len(sweep_dirs)} sweeps", ""]
     parts += [f"- `{name}`: {Path(d).absolute()}" for name, d in
               zip(table["sweep"].unique(), sweep_dirs, strict=True)]  # fmt: skip
@@ -459,7 +360,7 @@ def write_comparison(sweep_dirs: Sequence[Path], out: Path) -> pd.DataFrame:
     shown = ["sweep", *table.attrs["settings"][1:], "dim_z", "test_sse", "pca_test_sse",
              "test_mse", "epochs", "seconds", "status"]  # fmt: skip
     parts += ["", markdown_table(table[[c for c in shown if c in table]]), ""]
-    write_text_atomically("\n".join(parts), out / "report.md")
+    write_text("\n".join(parts), out / "report.md")
     return table
 
 

@@ -6,6 +6,7 @@ sweep and skip the report, so a failure becomes `result.json` with status=failed
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -15,6 +16,7 @@ import sys
 import time
 import traceback
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,30 +29,35 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.accelerators import CPUAccelerator
 from pytorch_lightning.callbacks import Checkpoint
+from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.utilities import rank_zero_only
 
+from aesweep.config import NOT_JOB_SETTINGS, RESULT, ConfigError, check_machine
 from aesweep.data import DataError, Splits, TensorDataModule, load_splits
+from aesweep.io import save_figure, write_json
 from aesweep.loggers import build_loggers, log_results
-from aesweep.model import AutoEncoder, DivergenceError
+from aesweep.model import AutoEncoder, DivergenceError, score
 from aesweep.pca import PCAFit, compare_subspaces, pca_of
-from aesweep.report import (
-    RESULT,
-    draw_components,
-    draw_latent,
-    draw_montage,
-    save_figure,
-    write_json_atomically,
-)
+from aesweep.plots import draw_components, draw_latent, draw_montage
 
-# Noise that says nothing about this run: Hydra writes .hydra/ into the run folder before the
-# CSV logger starts, a torch/Lightning deprecation, and Lightning's product tips.
-warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
-warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
-# Resuming mid-epoch draws a fresh order for the rest of that epoch; the step count is exact.
-warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before")
-logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(
-    lambda record: not str(record.msg).startswith("💡")
-)
+
+@contextlib.contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Within a run, hide noise that says nothing about it: Hydra writes .hydra/ into the run
+    folder before the CSV logger starts, a torch/Lightning deprecation, Lightning's tips."""
+
+    def no_tips(record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡")
+
+    log = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    log.addFilter(no_tips)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not")
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+        try:
+            yield
+        finally:
+            log.removeFilter(no_tips)
 
 
 class CheckpointError(RuntimeError):
@@ -109,9 +116,9 @@ def new_model(cfg: DictConfig, input_dim: int) -> AutoEncoder:
         input_dim=input_dim,
         dim_z=cfg.dim_z,
         hidden=list(cfg.model.hidden),
-        activation=cfg.model.activation,
-        output=cfg.model.output,
-        loss=cfg.loss.name,
+        activation=str(cfg.model.activation),
+        output=str(cfg.model.output),
+        loss=str(cfg.loss.name),
         optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
         scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.scheduler else None,
         center=cfg.model.center,
@@ -177,7 +184,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     pca = pca_of(cfg.data, splits)
     clock.lap("pca")
     model = build_model(cfg, splits)
-    datamodule = TensorDataModule(splits, cfg.data.batch_size)
+    datamodule = TensorDataModule(splits, cfg.data.batch_size, seed=cfg.seed)
 
     ckpt_path = cfg.ckpt_path
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -199,12 +206,13 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if trainer.interrupted:
         raise Interrupted(last_checkpoint.signame or "SIGINT")
 
-    scores: dict[str, float] = {}
-    for split_scores in trainer.test(model, datamodule=datamodule, verbose=False):
-        scores.update(split_scores)
+    scores = score(model, {"train": splits.train_x, "val": splits.val_x, "test": splits.test_x})
+    for csv in (lg for lg in trainer.loggers if isinstance(lg, CSVLogger)):  # others: log_results
+        csv.log_metrics(scores, step=trainer.global_step)
+        csv.save()
     clock.lap("test")
     metrics = {
-        **{k: float(v) for k, v in sorted(scores.items())},
+        **dict(sorted(scores.items())),
         "pca_test_mse": pca.test_mse(cfg.dim_z),
         "pca_test_sse": float(pca.test_sse[cfg.dim_z]),
         "input_dim": splits.input_dim,
@@ -270,15 +278,15 @@ def is_linear(cfg: DictConfig) -> bool:
 def describe(cfg: DictConfig, hydra_cfg: Any, run_dir: Path) -> dict[str, Any]:
     """The settings that identify a job in result.json and in the sweep table."""
     choices = hydra_cfg.runtime.choices
-    overrides = [o for o in hydra_cfg.overrides.task if not o.startswith(("resume=", "ckpt_path="))]
+    overrides = [o for o in hydra_cfg.overrides.task if o.partition("=")[0] not in NOT_JOB_SETTINGS]
     return {
         "dim_z": cfg.dim_z,
         "data": choices.get("data"),
         "model": choices.get("model"),
         "hidden": list(cfg.model.hidden),
-        "activation": cfg.model.activation,
-        "output": cfg.model.output,
-        "loss": cfg.loss.name,
+        "activation": str(cfg.model.activation),
+        "output": str(cfg.model.output),
+        "loss": str(cfg.loss.name),
         "optimizer": choices.get("optimizer"),
         "lr": cfg.optimizer.lr,
         "batch_size": cfg.data.batch_size,
@@ -296,7 +304,13 @@ def read_result(run_dir: Path) -> dict[str, Any] | None:
         return None
 
 
-EXPLAINED = (DataError, CheckpointError, DivergenceError, Interrupted)  # messages say it all
+EXPLAINED = (
+    ConfigError,
+    DataError,
+    CheckpointError,
+    DivergenceError,
+    Interrupted,
+)  # messages say it all
 
 
 def one_line(exc: BaseException) -> str:
@@ -328,7 +342,8 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     base = describe(cfg, hydra_cfg, run_dir)
     set_threads(cfg.threads, hydra_cfg.launcher if multirun else None)
     if rank_zero_only.rank != 0:  # a DDP worker: it trains, rank 0 records the run
-        return train(cfg, run_dir)
+        with quiet_lightning():
+            return train(cfg, run_dir)
 
     previous = read_result(run_dir) if cfg.resume is not None else None
     if (
@@ -339,12 +354,14 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
         print(f"already finished, kept: {run_dir}")
         return previous
 
-    write_json_atomically({**base, "status": "running", "error": None}, run_dir / RESULT)
+    write_json({**base, "status": "running", "error": None}, run_dir / RESULT)
     try:
-        result = {**base, **train(cfg, run_dir), "status": "ok", "error": None}
+        check_machine(cfg.trainer)  # again here: a cluster node may differ from the submitter
+        with quiet_lightning():
+            result = {**base, **train(cfg, run_dir), "status": "ok", "error": None}
     except (Interrupted, KeyboardInterrupt) as e:
         interrupted = e if isinstance(e, Interrupted) else Interrupted("SIGINT")
-        write_json_atomically(
+        write_json(
             {**base, "status": "interrupted", "error": one_line(interrupted)}, run_dir / RESULT
         )
         print(f"aesweep: {one_line(interrupted)}\nrun folder: {run_dir}", file=sys.stderr)
@@ -358,7 +375,7 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
             error += f" (traceback in {run_dir / 'error.log'})"
         result = {**base, "status": "failed", "error": error}
 
-    write_json_atomically(result, run_dir / RESULT)
+    write_json(result, run_dir / RESULT)
     print(f"run folder: {run_dir}")
     print(summary(result))
     if result["status"] != "ok" and not multirun:

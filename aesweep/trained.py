@@ -14,10 +14,11 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from aesweep.config import ConfigError, input_dim
+from aesweep.config import RESULT, ConfigError, input_dim
 from aesweep.data import load_splits
+from aesweep.io import replace_atomically
 from aesweep.model import AutoEncoder
-from aesweep.report import RESULT, _replace_atomically, collect
+from aesweep.report import collect
 from aesweep.train import CheckpointError, check_checkpoint, new_model
 
 SPLITS = ("test", "train", "val")
@@ -75,7 +76,7 @@ def encode_split(run_dir: str | Path, split: str = "test") -> Path:
                 f, codes=codes.numpy(), labels=labels.numpy(), index=np.arange(len(x))
             )
 
-    _replace_atomically(path, write)
+    replace_atomically(path, write)
     return path
 
 

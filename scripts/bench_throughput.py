@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_module
 from torch import nn
 
-from aesweep.config import register_resolvers
+from aesweep.config import register
 from aesweep.data import TensorDataModule, load_splits
 from aesweep.train import LastCheckpoint, build_model, build_trainer
 
@@ -36,7 +36,7 @@ TARGETS = {64: 0.80, 256: 0.90}
 
 
 def config(batch_size: int, epochs: int, progress_bar: bool = True):
-    register_resolvers()
+    register()
     overrides = [
         f"model.hidden=[{HIDDEN[0]},{HIDDEN[1]}]",
         f"dim_z={DIM_Z}",

@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_module
 
-from aesweep.config import register_resolvers, validate
+from aesweep.config import ConfigError, check_machine, register, validate
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 
 
 def composed(*overrides: str):
-    register_resolvers()
+    register()
     with initialize_config_module("aesweep.configs", version_base="1.3"):
         return compose("train", list(overrides), return_hydra_config=True)
 
@@ -41,10 +41,20 @@ def test_every_shipped_choice_composes_and_validates(group: str) -> None:
             overrides.append("model.output=sigmoid")
         if group == "data" and choice != "mnist5k":
             overrides.append("data.download=true")  # offline, missing files are refused
-        cfg = composed(*overrides)
-        if "gpu" in (choice, cfg.trainer.accelerator):
-            continue  # validated on GPU machines only
-        validate(cfg)
+        validate(composed(*overrides))  # machine checks are apart: see the next test
+
+
+@pytest.mark.parametrize("accelerator", ["gpu", "cuda"])
+def test_a_gpu_choice_is_checked_against_the_machine(accelerator: str) -> None:
+    import torch
+
+    trainer = composed(f"trainer.accelerator={accelerator}").trainer
+    if torch.cuda.is_available():
+        check_machine(trainer)
+    else:
+        with pytest.raises(ConfigError, match=f"trainer.accelerator={accelerator} is invalid: no"):
+            check_machine(trainer)
+    check_machine(composed("trainer.accelerator=cpu").trainer)  # always there
 
 
 def test_groups_set_what_their_names_promise() -> None:

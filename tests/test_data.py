@@ -67,11 +67,33 @@ def test_the_tensor_cache_is_built_once_and_a_damaged_one_is_rebuilt(tmp_path: P
 
 
 def test_batches_slice_the_tensor_and_cover_every_image_once_per_epoch() -> None:
-    x = torch.arange(10.0).view(10, 1)
-    batches = list(TensorBatches(x, batch_size=4, shuffle=True))
-    assert [len(b) for b in batches] == [4, 4, 2] and len(TensorBatches(x, 4, True)) == 3
-    assert sorted(torch.cat(batches).flatten().tolist()) == list(range(10))
-    assert torch.equal(torch.cat(list(TensorBatches(x, 4, shuffle=False))), x)
+    x = torch.arange(100.0).view(100, 1)
+    batches = list(TensorBatches(x, batch_size=40, shuffle=True))
+    assert [len(b) for b in batches] == [40, 40, 20] and len(TensorBatches(x, 40, True)) == 3
+    seen = torch.cat(batches).flatten()
+    assert sorted(seen.tolist()) == list(range(100))
+    assert not torch.equal(seen, x.flatten())  # shuffled
+    assert torch.equal(torch.cat(list(TensorBatches(x, 40, shuffle=False))), x)
+
+
+def test_the_shuffle_is_a_function_of_the_seed_and_the_epoch() -> None:
+    x = torch.arange(100.0).view(100, 1)
+
+    def epoch(seed: int, e: int) -> torch.Tensor:
+        torch.manual_seed(123 + e)  # the global RNG plays no part
+        batches = TensorBatches(x, 40, True, seed=seed, position=lambda: (e, 0))
+        return torch.cat(list(batches)).flatten()
+
+    assert torch.equal(epoch(0, 0), epoch(0, 0))
+    assert not torch.equal(epoch(0, 0), epoch(0, 1))
+    assert not torch.equal(epoch(0, 0), epoch(1, 0))
+
+
+def test_an_epoch_resumed_after_k_batches_serves_exactly_the_rest() -> None:
+    x = torch.arange(100.0).view(100, 1)
+    whole = list(TensorBatches(x, 30, True, seed=3, position=lambda: (5, 0)))
+    rest = list(TensorBatches(x, 30, True, seed=3, position=lambda: (5, 2)))
+    assert len(rest) == 2 and all(torch.equal(a, b) for a, b in zip(whole[2:], rest, strict=True))
 
 
 def write_idx(folder: Path, n_train: int = 40, n_test: int = 20, seed: int = 0) -> dict:

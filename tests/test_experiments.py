@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from aesweep.report import collect, draw_latent, draw_loss_vs_dim
+from aesweep.plots import draw_latent
+from aesweep.report import collect, draw_loss_vs_dim
 from tests.conftest import SMOKE
 from tests.test_data import write_idx
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import torch
 
 from tests.conftest import SMOKE, run_subprocess
@@ -83,11 +84,11 @@ def test_a_damaged_pca_cache_is_recomputed(tmp_path: Path) -> None:
     from aesweep import pca
 
     train, test = torch.rand(50, 8), torch.rand(10, 8)
-    first = pca.cached_pca({"name": "toy"}, tmp_path, train, test)
+    first = pca.cached_pca(tmp_path, train, test)
     cache = next(tmp_path.glob("pca-*.pt"))
     cache.write_bytes(b"garbage")
     pca._memory.clear()
-    again = pca.cached_pca({"name": "toy"}, tmp_path, train, test)
+    again = pca.cached_pca(tmp_path, train, test)
     assert torch.allclose(again.test_sse, first.test_sse)
     assert torch.load(cache, weights_only=True)["test_sse"].shape == (9,)
 
@@ -112,18 +113,6 @@ def test_parallel_jobs_building_a_fresh_data_cache_never_corrupt_it(tmp_path, mo
     assert table["pca_test_sse"].nunique() == 4 and len(list(fresh.glob("pca-*.pt"))) == 1
 
 
-def test_two_sweeps_started_together_never_share_a_folder(tmp_path: Path) -> None:
-    args = ("sweep", "sweep.dims=[2]", *SMOKE)
-    procs = [start(*args), start(*args)]
-    for proc in procs:
-        proc.communicate(timeout=300)
-        assert proc.returncode == 0
-    folders = sorted((tmp_path / "outputs" / "sweeps").iterdir())
-    assert len(folders) == 2
-    for folder in folders:
-        assert len(pd.read_csv(folder / "loss_vs_dim.csv")) == 1
-
-
 def test_a_new_run_never_overwrites_a_finished_one(aesweep, tmp_path: Path) -> None:
     assert aesweep("train", "dim_z=4", *SMOKE, "hydra.run.dir=run").code == 0
     finished = (tmp_path / "run" / "result.json").read_text()
@@ -137,3 +126,80 @@ def test_a_new_run_never_overwrites_a_finished_one(aesweep, tmp_path: Path) -> N
     assert aesweep("sweep", "sweep.dims=[2]", *SMOKE, "hydra.sweep.dir=sw").code == 0
     again = aesweep("sweep", "sweep.dims=[2]", *SMOKE, "hydra.sweep.dir=sw")
     assert again.code == 2 and "aesweep sweep resume=sw" in again.lines[0]
+
+
+def test_a_run_resumed_mid_epoch_matches_one_never_interrupted(
+    aesweep, tmp_path: Path, monkeypatch
+) -> None:
+    from aesweep.model import AutoEncoder
+
+    args = ("train", "dim_z=8", *SMOKE, "trainer.max_epochs=3")
+    assert aesweep(*args, "hydra.run.dir=whole").code == 0
+    train_step = AutoEncoder.training_step
+
+    def ctrl_c_at_step_4(self, batch, batch_idx):  # 3 steps an epoch: inside the second
+        if self.global_step == 4:
+            raise KeyboardInterrupt
+        return train_step(self, batch, batch_idx)
+
+    monkeypatch.setattr(AutoEncoder, "training_step", ctrl_c_at_step_4)
+    assert aesweep(*args, "hydra.run.dir=split").code == 130
+    monkeypatch.setattr(AutoEncoder, "training_step", train_step)  # (undo() would leave tmp_path)
+    stopped = torch.load(tmp_path / "split/checkpoints/last.ckpt", weights_only=False)
+    assert (stopped["epoch"], stopped["global_step"]) == (1, 4)
+    assert aesweep("train", "resume=split").code == 0
+    whole, split = (
+        json.loads((tmp_path / r / "result.json").read_text()) for r in ("whole", "split")
+    )
+    assert whole["steps"] == split["steps"] == 9
+    for metric in ("train_sse", "val_sse", "test_sse"):  # same batches, same updates
+        assert split[metric] == whole[metric], metric
+
+
+def test_resume_extends_a_finished_run_and_refuses_a_changed_model(aesweep, tmp_path) -> None:
+    assert aesweep("train", "dim_z=8", *SMOKE, "hydra.run.dir=run").code == 0
+    refused = aesweep("train", "resume=run", "dim_z=4")
+    assert refused.code == 2 and refused.lines == [
+        "aesweep: error: dim_z=4 is invalid with resume=DIR: a resumed run keeps the model and "
+        "data its checkpoint was made with; only trainer.max_epochs, trainer.max_steps, "
+        "checkpoint_every_s, trainer.enable_progress_bar and hydra.* may change"
+    ]
+    assert aesweep("train", "resume=run", "trainer.max_epochs=4").code == 0
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert (result["status"], result["epochs"], result["steps"]) == ("ok", 4, 4 * 3)
+    assert "trainer.max_epochs=4" in result["overrides"]
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600)])
+def test_results_are_written_with_the_users_umask(aesweep, tmp_path, umask, mode) -> None:
+    import os
+    import stat
+
+    old = os.umask(umask)
+    try:
+        assert aesweep("sweep", "sweep.dims=[2]", *SMOKE, "hydra.sweep.dir=sw").code == 0
+    finally:
+        os.umask(old)
+    written = ["dim_z=2/result.json", "dim_z=2/reconstructions.png", "loss_vs_dim.csv",
+               "loss_vs_dim.png", "report.md", "reconstructions.png"]  # fmt: skip
+    for name in written:
+        assert stat.S_IMODE((tmp_path / "sw" / name).stat().st_mode) == mode, name
+
+
+def test_two_sweeps_started_in_the_same_second_never_share_a_folder(
+    aesweep, tmp_path, monkeypatch
+) -> None:
+    from datetime import datetime
+
+    class Frozen(datetime):
+        @classmethod
+        def now(cls, tz=None):  # Hydra's ${now:} resolver reads the clock here
+            return datetime(2026, 1, 2, 3, 4, 5)
+
+    monkeypatch.setattr("hydra.core.utils.datetime", Frozen)
+    for _ in range(2):
+        assert aesweep("sweep", "sweep.dims=[2]", *SMOKE).code == 0
+    folders = sorted((tmp_path / "outputs" / "sweeps").iterdir())
+    assert len(folders) == 2 and all(f.name.startswith("2026-01-02_03-04-05-") for f in folders)
+    for folder in folders:
+        assert len(pd.read_csv(folder / "loss_vs_dim.csv")) == 1

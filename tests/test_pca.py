@@ -33,26 +33,28 @@ def test_pca_error_matches_numpy_svd_for_every_k(n_train: int) -> None:
 
 
 def test_pca_error_falls_monotonically_and_reaches_zero_at_the_input_dimension() -> None:
-    rng = np.random.default_rng(1)
-    train, test = torch.rand(300, 64), torch.rand(40, 64)
-    del rng
+    gen = torch.Generator().manual_seed(1)
+    train, test = torch.rand(300, 64, generator=gen), torch.rand(40, 64, generator=gen)
     sse = fit_pca(train, test).test_sse
     assert torch.all(sse[1:] <= sse[:-1] + 1e-9)
     assert float(sse[-1]) == pytest.approx(0.0, abs=1e-9) and float(sse[0]) > 1
 
 
-def test_pca_is_cached_per_data_configuration(tmp_path, monkeypatch) -> None:
-    train, test = torch.rand(100, 16), torch.rand(20, 16)
-    cfg = {"name": "toy", "subset": None, "batch_size": 8}
-    first = cached_pca(cfg, tmp_path, train, test)
+def test_pca_is_cached_per_data_and_other_data_get_their_own(tmp_path, monkeypatch) -> None:
+    gen = torch.Generator().manual_seed(0)
+    train, test = torch.rand(100, 16, generator=gen), torch.rand(20, 16, generator=gen)
+    first = cached_pca(tmp_path, train, test)
     assert len(list(tmp_path.glob("pca-*.pt"))) == 1
-    monkeypatch.setattr("aesweep.pca.fit_pca", lambda *a: pytest.fail("recomputed"))
-    assert cached_pca({**cfg, "batch_size": 64}, tmp_path, train, test) is first
     from aesweep import pca
 
-    pca._memory.clear()  # a new process: read from disk
-    again = cached_pca(cfg, tmp_path, train, test)
+    pca._memory.clear()  # a new process: read from disk, not recomputed
+    monkeypatch.setattr("aesweep.pca.fit_pca", lambda *a: pytest.fail("recomputed"))
+    again = cached_pca(tmp_path, train, test)
     assert torch.equal(again.test_sse, first.test_sse)
+    monkeypatch.setattr("aesweep.pca.fit_pca", fit_pca)
+    other = cached_pca(tmp_path, train.flip(0)[:90], test)  # other images, same cache folder
+    assert len(list(tmp_path.glob("pca-*.pt"))) == 2
+    assert not torch.equal(other.test_sse, first.test_sse)
 
 
 def synthetic_splits(variances: list[float], d: int = 20, n: int = 2000, seed: int = 0):
@@ -75,11 +77,11 @@ def train_linear_ae(splits, k: int, epochs: int = 60):
     from hydra import compose, initialize_config_module
     from omegaconf import OmegaConf
 
-    from aesweep.config import register_resolvers
+    from aesweep.config import register
     from aesweep.data import TensorDataModule
     from aesweep.model import AutoEncoder
 
-    register_resolvers()
+    register()
     with initialize_config_module("aesweep.configs", version_base="1.3"):
         cfg = compose("train", ["model=linear", f"trainer.max_epochs={epochs}"])
     recipe = OmegaConf.to_container(cfg, resolve=True)
@@ -180,7 +182,23 @@ def test_a_linear_run_reports_its_subspace_and_draws_its_components(aesweep, tmp
     )
     assert outcome.code == 0, outcome.err
     result = json.loads((tmp_path / "run" / "result.json").read_text())
-    assert 0 <= result["max_principal_angle_deg"] <= 90 and 0 <= result["mean_sq_cos"] <= 1
+    # Recompute the reported angles independently: numpy's SVD of the run's own training
+    # images against the decoder in its checkpoint.
+    from omegaconf import OmegaConf
+
+    from aesweep.data import load_splits
+
+    train = load_splits(OmegaConf.load(tmp_path / "run" / ".hydra" / "config.yaml").data).train_x
+    centred = (train - train.mean(0)).double().numpy()
+    top = np.linalg.svd(centred, full_matrices=False)[2][:20].T  # (784, 20)
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    decoder = ckpt["state_dict"]["decoder.0.weight"].double().numpy()  # (784, 20)
+    q = np.linalg.qr(decoder)[0]
+    cosines = np.linalg.svd(q.T @ top, compute_uv=False).clip(-1, 1)
+    assert result["max_principal_angle_deg"] == pytest.approx(
+        np.degrees(np.arccos(cosines.min())), abs=1e-3
+    )
+    assert result["mean_sq_cos"] == pytest.approx(float((cosines**2).mean()), abs=1e-6)
     assert len(result["component_abs_cos"]) == 20
     height, width = matplotlib.image.imread(tmp_path / "run" / "pca_components.png").shape[:2]
     assert (height, width) == (3 * (2 * 30 + 2), 130 + 3 * (16 * 30 + 2))  # 2 rows x 16

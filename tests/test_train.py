@@ -8,10 +8,13 @@ import re
 from pathlib import Path
 
 import matplotlib.image
+import numpy as np
 import pandas as pd
 import pytest
 import torch
+from omegaconf import OmegaConf
 
+from aesweep.data import load_splits
 from tests.conftest import SMOKE, run_subprocess
 
 CONTRACT = [
@@ -61,7 +64,14 @@ def test_smoke_run_writes_every_artefact_of_the_contract(aesweep, tmp_path: Path
     assert d == 784
     for split in ("test", "val", "train"):
         assert result[f"{split}_sse"] == pytest.approx(d * result[f"{split}_mse"], rel=1e-5)
-    assert result["pca_test_sse"] == pytest.approx(d * result["pca_test_mse"], rel=1e-9)
+    # PCA recomputed independently (numpy SVD) on the same split, scored on the same images
+    splits = load_splits(OmegaConf.load(run / ".hydra" / "config.yaml").data)
+    train, test = splits.train_x.double().numpy(), splits.test_x.double().numpy()
+    mean = train.mean(0)
+    top = np.linalg.svd(train - mean, full_matrices=False)[2][:8]
+    recon = (test - mean) @ top.T @ top + mean
+    assert result["pca_test_sse"] == pytest.approx(((recon - test) ** 2).sum(1).mean(), rel=1e-5)
+    assert result["pca_test_mse"] == pytest.approx(result["pca_test_sse"] / d, rel=1e-9)
     assert 0 < result["pca_test_mse"] < 0.25 and 0 < result["test_mse"] < 1
     assert (result["n_train"], result["n_val"], result["n_test"]) == (300, 500, 500)
     assert result["epochs"] == 2 and result["seconds"] > 0
@@ -130,3 +140,18 @@ def test_ddp_relaunches_its_workers_through_the_cli_and_rank_0_records_the_run(t
     assert result["status"] == "ok" and result["n_train"] == 600
     assert result["steps"] == 2 * 3  # each rank trains on its 300 images in batches of 128
     assert (run / "train_ddp_process_1.log").is_file()
+
+
+@pytest.mark.parametrize("precision", ["64-true", "bf16-mixed", "bf16-true", "16-true"])
+def test_every_precision_trains_and_is_scored_in_float32(aesweep, tmp_path, precision) -> None:
+    from aesweep.model import AutoEncoder
+
+    args = ("train", "dim_z=8", *SMOKE, f"trainer.precision={precision}", "hydra.run.dir=run")
+    assert aesweep(*args).code == 0
+    result = result_of(tmp_path / "run")
+    assert result["status"] == "ok"
+    model = AutoEncoder.load_from_checkpoint(tmp_path / "run/checkpoints/last.ckpt").float()
+    test_x = load_splits(OmegaConf.load(tmp_path / "run/.hydra/config.yaml").data).test_x
+    with torch.no_grad():
+        expected = (model(test_x) - test_x).pow(2).sum(1).mean().item()
+    assert result["test_sse"] == pytest.approx(expected, rel=1e-5)

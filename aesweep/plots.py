@@ -1,0 +1,84 @@
+"""Pure figure functions, as torchvision.utils: arrays in, a matplotlib Figure out, no files
+and no hidden state. Montages are built with torchvision's make_grid."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+SCALE, PAD, LABEL_PX, DPI = 3, 2, 130, 100
+
+
+def digit_grid(rows: Sequence[Any], image_shape: Sequence[int]) -> np.ndarray:
+    """One grey image (H, W) of `rows` of flattened images in [0, 1], one row each,
+    via torchvision's make_grid: H = n_rows * (h + PAD) + PAD, W likewise."""
+    import torch
+    from torchvision.utils import make_grid
+
+    n_cols = len(rows[0])
+    images = torch.cat([torch.as_tensor(np.asarray(r), dtype=torch.float32) for r in rows])
+    grid = make_grid(images.view(-1, *image_shape), nrow=n_cols, padding=PAD, pad_value=1.0)
+    return grid[0].clamp(0, 1).numpy()
+
+
+def draw_montage(
+    first: Any,
+    rows: Sequence[tuple[str, Any]],
+    image_shape: Sequence[int],
+    first_label: str = "original",
+) -> Figure:
+    """Originals on top, then one labelled row per (label, images): the lecture's figure.
+    Exactly LABEL_PX + SCALE * W by SCALE * H pixels (see digit_grid)."""
+    labels = [first_label, *(label for label, _ in rows)]
+    grid = digit_grid([first, *(images for _, images in rows)], image_shape)
+    h, w = grid.shape
+    width, height = LABEL_PX + SCALE * w, SCALE * h
+    fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI)
+    ax = fig.add_axes((LABEL_PX / width, 0, SCALE * w / width, 1))
+    ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest", aspect="auto")
+    ax.set_axis_off()
+    row_h = (h - PAD) / len(labels)
+    for i, label in enumerate(labels):
+        y = 1 - (PAD / 2 + (i + 0.5) * row_h) / h
+        fig.text((LABEL_PX - 8) / width, y, label, ha="right", va="center", fontsize=11)
+    return fig
+
+
+def draw_components(recovered: Any, pca: Any, image_shape: Sequence[int]) -> Figure:
+    """Directions recovered from a linear AE above PCA's, each scaled to [0, 1] (0.5 = zero)."""
+
+    def to_unit(v: Any) -> np.ndarray:
+        v = np.asarray(v, dtype=np.float32)
+        return 0.5 + 0.5 * v / np.abs(v).max(axis=1, keepdims=True).clip(1e-12)
+
+    return draw_montage(
+        to_unit(recovered), [("PCA", to_unit(pca))], image_shape, first_label="linear AE"
+    )
+
+
+def draw_latent(codes: Any, labels: Any) -> Figure:
+    """Test codes coloured by digit label (the model never saw labels): a scatter for
+    dim_z = 2, a per-digit strip plot for dim_z = 1."""
+    codes, labels = np.asarray(codes), np.asarray(labels)
+    fig = Figure(figsize=(6.4, 5.2), dpi=DPI)
+    ax = fig.add_subplot()
+    rng = np.random.default_rng(0)
+    for label in np.unique(labels):
+        c = codes[labels == label]
+        color = f"C{int(label) % 10}"
+        if codes.shape[1] >= 2:
+            ax.scatter(c[:, 0], c[:, 1], s=6, color=color, label=str(label), alpha=0.7)
+        else:
+            jitter = label + rng.uniform(-0.3, 0.3, len(c))
+            ax.scatter(c[:, 0], jitter, s=6, color=color, label=str(label), alpha=0.7)
+    if codes.shape[1] >= 2:
+        ax.set(xlabel="z[0]", ylabel="z[1]", title="Test codes, dim(z) = 2")
+    else:
+        ax.set(xlabel="z", ylabel="digit label", title="Test codes, dim(z) = 1")
+        ax.set_yticks(np.unique(labels))
+    ax.legend(title="digit", markerscale=3, fontsize=8, loc="best")
+    fig.tight_layout()
+    return fig

@@ -26,6 +26,10 @@ commands:
                         (aesweep sweep resume=DIR finishes an interrupted sweep)
   report DIR            rebuild the report of a finished or partial sweep folder
   pca [overrides]       closed-form PCA error for every k on the same data, in seconds
+  report DIR DIR ...    compare sweeps: one plot and one table (--out DIR, default
+                        outputs/compare/<timestamp>)
+  encode RUN_DIR [split=test|train|val]
+                        write a split's codes as RUN_DIR/codes_<split>.npz
 
 options:
   -h, --help            this help; aesweep <command> --help for the command's settings
@@ -34,7 +38,7 @@ options:
 Outputs go to outputs/runs/ and outputs/sweeps/. See README.md for more."""
 
 CONFIG_MODULE = "aesweep.configs"
-COMMANDS = ("train", "sweep", "report", "pca")
+COMMANDS = ("train", "sweep", "report", "pca", "encode")
 HELP_HEADERS = {  # `aesweep <command> --help` prints Hydra's app help under this line
     "sweep": "aesweep sweep: train every dim_z in sweep.dims (a Hydra multirun), then write "
     "loss_vs_dim.csv/.png, reconstructions.png and report.md; resume=DIR finishes a sweep",
@@ -75,6 +79,8 @@ def dispatch(argv: list[str]) -> None:
         raise ConfigError(f"command {command!r} is unknown: must be one of {', '.join(COMMANDS)}")
     if command == "report":
         return report_command(rest)
+    if command == "encode":
+        return encode_command(rest)
     if command == "pca":
         return run_hydra("aesweep.pca:run_pca", prepare(rest, job_name="pca"))
     if command == "sweep":
@@ -85,17 +91,24 @@ def dispatch(argv: list[str]) -> None:
 def report_command(rest: list[str]) -> None:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="aesweep report", description="Rebuild a sweep report.")
-    parser.add_argument("sweep_dir", help="a sweep folder, e.g. outputs/sweeps/<timestamp>")
+    parser = argparse.ArgumentParser(
+        prog="aesweep report",
+        description="Rebuild a sweep's report; with several sweep folders, compare them.",
+    )
+    parser.add_argument("sweep_dir", nargs="+", help="sweep folders, e.g. outputs/sweeps/<...>")
+    parser.add_argument("--out", help="where a comparison goes (default outputs/compare/<time>)")
     args = parser.parse_args(rest)
-    sweep_dir = Path(args.sweep_dir)
-    if not sweep_dir.is_dir() or not any(sweep_dir.glob("*/result.json")):
-        raise ConfigError(
-            f"DIR={sweep_dir} is invalid: must be a sweep folder holding */result.json"
-        )
-    from aesweep.report import report_and_exit_code
+    sweep_dirs = [Path(d) for d in args.sweep_dir]
+    for sweep_dir in sweep_dirs:
+        if not sweep_dir.is_dir() or not any(sweep_dir.glob("*/result.json")):
+            raise ConfigError(
+                f"DIR={sweep_dir} is invalid: must be a sweep folder holding */result.json"
+            )
+    from aesweep.report import compare_and_exit_code, report_and_exit_code
 
-    raise SystemExit(report_and_exit_code(sweep_dir))
+    if len(sweep_dirs) == 1 and args.out is None:
+        raise SystemExit(report_and_exit_code(sweep_dirs[0]))
+    raise SystemExit(compare_and_exit_code(sweep_dirs, Path(args.out) if args.out else None))
 
 
 def run_hydra(task_path: str, args: list[str]) -> None:
@@ -143,6 +156,7 @@ def prepare(rest: list[str], job_name: str) -> list[str]:
         validate_job(cfg, job_name, multirun=args.multirun)
     if args.multirun:
         extra += dirname_overrides(overrides, swept)
+        extra.append(f"hydra.callbacks.sweep_report.n_jobs={len(jobs)}")  # progress lines
     flags = [a for a in rest if a not in args.overrides]
     return [*flags, *overrides, *extra]
 
@@ -277,6 +291,9 @@ def validate_job(cfg: Any, job_name: str, multirun: bool) -> None:
     validate_launcher(cfg.hydra.launcher)
     if not is_remote(cfg.hydra.launcher):  # remote jobs check the machine they land on
         check_machine(cfg.trainer)
+    from aesweep.loggers import check_loggers  # a chosen logger's package is there
+
+    check_loggers(cfg)
     resume = cfg.get("resume")
     if resume is not None and not Path(str(resume)).is_dir():
         raise ConfigError(f"resume={resume} is invalid: must be an existing run or sweep folder")
@@ -372,3 +389,27 @@ def resumed_task(saved: list[str], given: list[str]) -> list[str]:
     changed = {_key(o) for o in changes}
     kept = [o for o in saved if _key(o) not in changed and _key(o) not in NOT_JOB_SETTINGS]
     return [*kept, *changes]
+
+
+def encode_command(rest: list[str]) -> None:
+    """`aesweep encode RUN_DIR [split=test|train|val]`: the codes of a split, as .npz."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="aesweep encode",
+        description="Write the codes of a run's split as RUN_DIR/codes_<split>.npz "
+        "(arrays codes (n, dim_z), labels, index into the split) and print its path.",
+    )
+    parser.add_argument("run_dir", help="a run folder, e.g. outputs/sweeps/<...>/dim_z=32")
+    parser.add_argument("split", nargs="?", default="split=test", help="split=test|train|val")
+    args = parser.parse_args(rest)
+    key, _, split = args.split.partition("=")
+    if key != "split":
+        raise ConfigError(f"{args.split} is invalid: must be split=test, split=train or split=val")
+    from aesweep.data import DataError
+    from aesweep.trained import encode_split
+
+    try:
+        print(encode_split(args.run_dir, split))
+    except DataError as e:
+        raise ConfigError(str(e)) from None

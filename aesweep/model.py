@@ -68,6 +68,7 @@ class AutoEncoder(pl.LightningModule):
         self.register_buffer("mean", torch.zeros(input_dim))
 
     def encode(self, x: Tensor) -> Tensor:
+        """Images (n, input_dim) in [0, 1] to codes (n, dim_z)."""
         return self.encoder(x - self.mean if self.hparams.center else x)
 
     def decode_logits(self, z: Tensor) -> Tensor:
@@ -75,9 +76,13 @@ class AutoEncoder(pl.LightningModule):
         out = self.decoder(z)
         return out + self.mean if self.hparams.center else out
 
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.decode_logits(self.encode(x))
+    def decode(self, z: Tensor) -> Tensor:
+        """Codes (n, dim_z) to pixels (n, input_dim), the output activation applied."""
+        out = self.decode_logits(z)
         return torch.sigmoid(out) if self.hparams.output == "sigmoid" else out
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.decode(self.encode(x))
 
     def _loss(self, x: Tensor) -> Tensor:
         logits = self.decode_logits(self.encode(x))
@@ -127,9 +132,9 @@ class AutoEncoder(pl.LightningModule):
         if self._unsynced >= self.trainer.log_every_n_steps:
             self._unsynced = 0
             self.check_finite()
-            if self.logger is not None:
-                value = {"train_loss_step": self._last_loss.item(), "epoch": self.current_epoch}
-                self.logger.log_metrics(value, self.global_step)
+            value = {"train_loss_step": self._last_loss.item(), "epoch": self.current_epoch}
+            for logger in self.loggers:  # every chosen logger, e.g. logger=[csv,tensorboard]
+                logger.log_metrics(value, self.global_step)
 
     def check_finite(self) -> None:
         """Raise DivergenceError naming the first non-finite step since the epoch began."""

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,11 +18,10 @@ import pandas as pd
 from hydra.experimental.callback import Callback
 from matplotlib.figure import Figure
 
-from aesweep.config import NOT_JOB_SETTINGS
+from aesweep.config import NOT_JOB_SETTINGS, RESULT
 from aesweep.io import save_figure, write_text
 from aesweep.plots import DPI, draw_montage
 
-RESULT = "result.json"
 METRIC_COLUMNS = [
     "dim_z",
     "test_mse",
@@ -62,7 +63,8 @@ DESCRIPTION_COLUMNS = [
 IGNORED_OVERRIDES = ("dim_z", *NOT_JOB_SETTINGS)
 # Overrides that aesweep's CLI adds to a user's command (cli.prepare): not part of it.
 GENERATED = ("hydra.job.name=", "hydra.job.config.override_dirname.", "hydra.sweep.subdir=",
-             "hydra.mode=", "hydra.sweep.dir=", "resume=")  # fmt: skip
+             "hydra.mode=", "hydra.sweep.dir=", "resume=",
+             "hydra.callbacks.sweep_report.n_jobs=")  # fmt: skip
 
 
 def collect(sweep_dir: Path) -> pd.DataFrame:
@@ -83,8 +85,11 @@ def collect(sweep_dir: Path) -> pd.DataFrame:
     swept = [k for k in keys if len({s.get(k) for s in settings}) > 1]
     table = pd.DataFrame(rows)
     for k in reversed(swept):  # inserted at the front, so they end up in key order
+        if k in table:  # e.g. a swept seed: the override's column replaces result.json's
+            del table[k]
         table.insert(0, k, [s.get(k, "") for s in settings])
-    columns = [*swept, *(c for c in METRIC_COLUMNS + DESCRIPTION_COLUMNS if c in table)]
+    described = [c for c in METRIC_COLUMNS + DESCRIPTION_COLUMNS if c in table and c not in swept]
+    columns = [*swept, *described]
     table = table[columns].sort_values(["dim_z", *swept], ascending=[False] + [True] * len(swept))
     table.attrs["settings"] = swept
     return table.reset_index(drop=True)
@@ -321,9 +326,107 @@ def report_and_exit_code(sweep_dir: Path) -> int:
     return 0
 
 
+def compare(sweep_dirs: Sequence[Path]) -> pd.DataFrame:
+    """The tables of several sweeps as one: a `sweep` column (the folder's name, its path
+    where names repeat) first, then every sweep's swept settings, then the metrics."""
+    names = [d.name for d in sweep_dirs]
+    if len(set(names)) < len(names):
+        names = [str(d) for d in sweep_dirs]
+    tables, settings = [], []
+    for name, sweep_dir in zip(names, sweep_dirs, strict=True):
+        table = collect(sweep_dir)
+        settings += [k for k in table.attrs.get("settings", []) if k not in settings]
+        tables.append(table.assign(sweep=name))
+    table = pd.concat(tables, ignore_index=True)
+    for key in settings:
+        table[key] = table[key].fillna("")
+    rest = [c for c in table.columns if c not in settings and c != "sweep"]
+    table = table[["sweep", *settings, *rest]]
+    table.attrs["settings"] = ["sweep", *settings]
+    return table
+
+
+def write_comparison(sweep_dirs: Sequence[Path], out: Path) -> pd.DataFrame:
+    """Write the comparison of several sweeps into `out`: loss_vs_dim.csv (one table),
+    loss_vs_dim.png (one curve per sweep, plus PCA) and report.md (both, and the sweeps)."""
+    table = compare(sweep_dirs)
+    write_text(table.to_csv(index=False), out / "loss_vs_dim.csv")
+    parts = [f"# Comparison of {len(sweep_dirs)} sweeps", ""]
+    parts += [f"- `{name}`: {Path(d).absolute()}" for name, d in
+              zip(table["sweep"].unique(), sweep_dirs, strict=True)]  # fmt: skip
+    if (table["status"] == "ok").any():
+        save_figure(draw_loss_vs_dim(table), out / "loss_vs_dim.png")
+        parts += ["", "![test error vs dim(z)](loss_vs_dim.png)"]
+    shown = ["sweep", *table.attrs["settings"][1:], "dim_z", "test_sse", "pca_test_sse",
+             "test_mse", "epochs", "seconds", "status"]  # fmt: skip
+    parts += ["", markdown_table(table[[c for c in shown if c in table]]), ""]
+    write_text("\n".join(parts), out / "report.md")
+    return table
+
+
+def compare_and_exit_code(sweep_dirs: Sequence[Path], out: Path | None = None) -> int:
+    """Write and print a comparison (default folder outputs/compare/<timestamp>-<id>)."""
+    if out is None:
+        stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+        out = Path("outputs/compare") / f"{stamp}-{secrets.token_hex(3)}"
+    table = write_comparison(sweep_dirs, out)
+    print(f"comparison folder: {out}")
+    print(format_table(table))
+    return 0
+
+
+def duration(seconds: float) -> str:
+    """'42 s', '7 min', '1.5 h': as precise as a time-left estimate deserves."""
+    if seconds < 100:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 6000 else f"{seconds / 3600:.1f} h"
+
+
+def progress_line(done: int, total: int | None, elapsed: float, job: str, result: Any) -> str:
+    """`[3/9 done, ~42 s left] dim_z=32: test_sse=8.555 (PCA 13.297)`; the time left assumes
+    the jobs still to run take as long as the finished ones did on average."""
+    if total is None:
+        head = f"[{done} done]"
+    elif done < total:
+        head = f"[{done}/{total} done, ~{duration(elapsed / done * (total - done))} left]"
+    else:
+        head = f"[{done}/{total} done in {duration(elapsed)}]"
+    if not isinstance(result, dict):
+        return f"{head} {job}: failed: {result}"
+    if result.get("status") != "ok":
+        return f"{head} {job}: {result.get('status')}: {result.get('error')}"
+    return f"{head} {job}: test_sse={result['test_sse']:.4g} (PCA {result['pca_test_sse']:.4g})"
+
+
 class SweepReportCallback(Callback):
-    """Writes the report when a Hydra multirun ends. Jobs never raise (they record their
-    failure in result.json), so Hydra always reaches on_multirun_end."""
+    """Prints a progress line per finished job and writes the report when a Hydra multirun
+    ends. Jobs never raise (they record their failure in result.json), so Hydra always
+    reaches on_multirun_end.
+
+    `n_jobs` (the total, set by aesweep's CLI) makes the progress line say how many jobs are
+    left. Progress is counted where the multirun started: with the basic launcher, which
+    runs the jobs in this process; launchers that run jobs in other processes (joblib,
+    submitit) build their own copy of this callback there, which stays silent."""
+
+    def __init__(self, n_jobs: int | None = None) -> None:
+        self.n_jobs = n_jobs
+        self.done = 0
+        self.started: float | None = None
+
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        self.done, self.started = 0, time.monotonic()
+
+    def on_job_end(self, config: Any, job_return: Any, **kwargs: Any) -> None:
+        if self.started is None:  # a single run, or a job in a launcher's own process
+            return
+        self.done += 1
+        try:
+            result = job_return.return_value  # re-raises the job's exception if it failed
+        except Exception as e:
+            result = " ".join(str(e).split()) or type(e).__name__
+        job = Path(str(config.hydra.runtime.output_dir)).name
+        elapsed = time.monotonic() - self.started
+        print(progress_line(self.done, self.n_jobs, elapsed, job, result), flush=True)
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
         code = report_and_exit_code(Path(config.hydra.sweep.dir).absolute())

@@ -35,6 +35,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from aesweep.config import NOT_JOB_SETTINGS, RESULT, ConfigError, check_machine
 from aesweep.data import DataError, Splits, TensorDataModule, load_splits
 from aesweep.io import save_figure, write_json
+from aesweep.loggers import build_loggers, log_results
 from aesweep.model import AutoEncoder, DivergenceError, score
 from aesweep.pca import PCAFit, compare_subspaces, pca_of
 from aesweep.plots import draw_components, draw_latent, draw_montage
@@ -106,8 +107,16 @@ class LastCheckpoint(Checkpoint):
 
 
 def build_model(cfg: DictConfig, splits: Splits) -> AutoEncoder:
-    model = AutoEncoder(
-        input_dim=splits.input_dim,
+    model = new_model(cfg, splits.input_dim)
+    if cfg.model.center:
+        model.mean.copy_(splits.train_x.mean(dim=0))
+    return model
+
+
+def new_model(cfg: DictConfig, input_dim: int) -> AutoEncoder:
+    """The untrained autoencoder a job's config describes (also what a checkpoint loads into)."""
+    return AutoEncoder(
+        input_dim=input_dim,
         dim_z=cfg.dim_z,
         hidden=list(cfg.model.hidden),
         activation=str(cfg.model.activation),
@@ -118,9 +127,6 @@ def build_model(cfg: DictConfig, splits: Splits) -> AutoEncoder:
         center=cfg.model.center,
         steps_per_call=steps_per_call(cfg),
     )
-    if cfg.model.center:
-        model.mean.copy_(splits.train_x.mean(dim=0))
-    return model
 
 
 def steps_per_call(cfg: DictConfig) -> int:
@@ -136,11 +142,12 @@ def steps_per_call(cfg: DictConfig) -> int:
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, last: LastCheckpoint) -> pl.Trainer:
-    """The configured Trainer with aesweep's CSV metrics and last.ckpt in the run folder."""
+    """The configured Trainer with the chosen loggers (by default metrics.csv) and last.ckpt
+    in the run folder."""
     trainer = instantiate(
         cfg.trainer,
         default_root_dir=str(run_dir),
-        logger=CSVLogger(str(run_dir), name="", version=""),
+        logger=build_loggers(cfg, run_dir) or False,
         callbacks=[last],
     )
     if isinstance(trainer.accelerator, CPUAccelerator):
@@ -151,9 +158,9 @@ def build_trainer(cfg: DictConfig, run_dir: Path, last: LastCheckpoint) -> pl.Tr
     return trainer
 
 
-def check_checkpoint(path: Path, model: AutoEncoder) -> None:
+def check_checkpoint(path: Path, model: AutoEncoder) -> dict[str, Any]:
     """Fail with the file's name when a checkpoint is damaged or belongs to another model,
-    instead of deep inside torch.load or load_state_dict."""
+    instead of deep inside torch.load or load_state_dict; returns the loaded checkpoint."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
         saved = ckpt["hyper_parameters"]
@@ -167,6 +174,7 @@ def check_checkpoint(path: Path, model: AutoEncoder) -> None:
                 f"checkpoint {path} was trained with {key}={saved.get(key)}, this run has "
                 f"{key}={model.hparams[key]}"
             )
+    return ckpt
 
 
 class Stopwatch:
@@ -218,9 +226,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         raise Interrupted(last_checkpoint.signame or "SIGINT")
 
     scores = score(model, {"train": splits.train_x, "val": splits.val_x, "test": splits.test_x})
-    if trainer.logger is not None:
-        trainer.logger.log_metrics(scores, step=trainer.global_step)
-        trainer.logger.save()
+    for csv in (lg for lg in trainer.loggers if isinstance(lg, CSVLogger)):  # others: log_results
+        csv.log_metrics(scores, step=trainer.global_step)
+        csv.save()
     clock.lap("test")
     metrics = {
         **dict(sorted(scores.items())),
@@ -241,6 +249,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if trainer.is_global_zero:
         metrics.update(write_artefacts(model, splits, pca, cfg, run_dir))
     clock.lap("artefacts")
+    if trainer.is_global_zero:
+        log_results(trainer.loggers, metrics, trainer.global_step)
     return {**metrics, "timings": clock.timings}
 
 

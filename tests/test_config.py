@@ -25,10 +25,13 @@ def test_defaults_are_the_lecture_setup() -> None:
     assert cfg.optimizer._target_ == "torch.optim.Adam" and cfg.optimizer._partial_
     assert list(cfg.sweep.dims) == [784, 256, 64, 32, 16, 8, 4, 2, 1]
     assert cfg.trainer._target_ == "pytorch_lightning.Trainer"
+    assert list(cfg.logger) == ["csv"]  # metrics.csv in the run folder
     validate(cfg)
 
 
-@pytest.mark.parametrize("group", ["data", "model", "optimizer", "loss", "trainer", "experiment"])
+@pytest.mark.parametrize(
+    "group", ["data", "model", "optimizer", "loss", "trainer", "experiment", "logger"]
+)
 def test_every_shipped_choice_composes_and_validates(group: str) -> None:
     choices = sorted(p.stem for p in (CONFIGS / group).glob("*.yaml"))
     assert choices

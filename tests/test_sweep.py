@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import matplotlib.image
 import pandas as pd
 import pytest
 
-from aesweep.report import collect, draw_loss_vs_dim
+from aesweep.report import collect, draw_loss_vs_dim, progress_line
 from tests.conftest import SMOKE, run_subprocess
 from tests.test_train import CONTRACT
 
@@ -52,6 +53,27 @@ def test_sweep_writes_one_report_over_the_dims(aesweep, tmp_path: Path) -> None:
     printed = outcome.out.splitlines()
     assert f"sweep folder: {sweep}" in printed
     assert printed[-4].split()[:2] == ["dim_z", "test_sse"] and printed[-1].split()[0] == "2"
+    progress = [line for line in printed if re.match(r"\[\d+/3 done", line)]  # one per job
+    assert re.fullmatch(
+        r"\[1/3 done, ~\d+ s left\] dim_z=16: test_sse=\S+ \(PCA \S+\)", progress[0]
+    )
+    assert re.fullmatch(r"\[2/3 done, ~\d+ s left\] dim_z=4: .*", progress[1])
+    last = table.iloc[2]
+    expected = f"dim_z=2: test_sse={last['test_sse']:.4g} (PCA {last['pca_test_sse']:.4g})"
+    assert re.fullmatch(r"\[3/3 done in \d+ s\] " + re.escape(expected), progress[2])
+
+
+def test_the_progress_line_estimates_the_time_left_from_finished_jobs() -> None:
+    ok = {"status": "ok", "test_sse": 8.5551, "pca_test_sse": 13.297}
+    assert progress_line(3, 9, 30.0, "dim_z=32", ok) == (
+        "[3/9 done, ~60 s left] dim_z=32: test_sse=8.555 (PCA 13.3)"
+    )
+    assert progress_line(1, 9, 100.0, "dim_z=784", ok).startswith("[1/9 done, ~13 min left]")
+    failed = {"status": "failed", "error": "DivergenceError: loss became nan"}
+    assert progress_line(9, 9, 125.0, "dim_z=1", failed) == (
+        "[9/9 done in 2 min] dim_z=1: failed: DivergenceError: loss became nan"
+    )
+    assert progress_line(2, None, 5.0, "job1", ok).startswith("[2 done] job1: ")
 
 
 def test_a_hand_typed_multirun_writes_the_same_report(aesweep, tmp_path: Path) -> None:

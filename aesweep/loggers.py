@@ -1,0 +1,127 @@
+"""Experiment loggers from the `logger` config group (csv, tensorboard, mlflow, or several).
+
+Each config file puts one Lightning logger under its own key, as in lightning-hydra-template,
+so `logger=[csv,tensorboard]` merges them. The optional packages are only imported when
+their logger is chosen: the default CSV logger costs nothing extra.
+"""
+
+from __future__ import annotations
+
+import math
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from aesweep.config import ConfigError
+
+# logger key -> (modules it imports, the aesweep extra that installs them)
+REQUIREMENTS = {
+    "tensorboard": (("tensorboard",), "tensorboard"),
+    "mlflow": (("mlflow", "sqlalchemy", "alembic"), "mlflow"),  # SQLite store: SQLAlchemy
+}
+DEFAULT_EXPERIMENT = "aesweep"  # the MLflow experiment of single runs
+
+
+def check_loggers(cfg: DictConfig) -> None:
+    """Refuse a logger whose package is missing before any job starts: one line naming the
+    install command (find_spec looks, it imports nothing)."""
+    for key, conf in (cfg.get("logger") or {}).items():
+        if not isinstance(conf, DictConfig) or "_target_" not in conf:
+            raise ConfigError(f"logger.{key} is invalid: must be a config with _target_")
+        modules, extra = REQUIREMENTS.get(str(key), ((), ""))
+        missing = [m for m in modules if find_spec(m) is None]
+        if missing:
+            raise ConfigError(
+                f"logger={key} is invalid: needs the {missing[0]} package: "
+                f"pip install 'aesweep[{extra}]'"
+            )
+
+
+def sqlite_uri(uri: str, cwd: Path) -> str:
+    """`sqlite:///relative/path.db` made absolute against `cwd`, its folder created, so that
+    every job of a sweep writes to the same store wherever it runs."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        return uri
+    path = Path(uri[len(prefix) :])
+    path = path if path.is_absolute() else cwd / path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return prefix + str(path)
+
+
+def job_names(run_dir: Path) -> tuple[str, str]:
+    """(experiment, run) names: a sweep's jobs are runs of one experiment named after the
+    sweep folder, and each run is named after its job folder (e.g. dim_z=32)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        return Path(HydraConfig.get().sweep.dir).name, run_dir.name
+    return DEFAULT_EXPERIMENT, run_dir.name
+
+
+def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Any]:
+    """The configured Lightning loggers; null save_dir, names and relative SQLite paths are
+    filled in from the run folder and the folder aesweep was started in."""
+    from hydra.utils import instantiate
+
+    experiment, run = job_names(run_dir)
+    loggers = []
+    for conf in (cfg.get("logger") or {}).values():
+        fill: dict[str, Any] = {}
+        if conf.get("save_dir", "") is None:
+            fill["save_dir"] = str(run_dir)
+        if conf.get("experiment_name", "") is None:
+            fill["experiment_name"] = experiment
+        if conf.get("run_name", "") is None:
+            fill["run_name"] = run
+        if conf.get("tracking_uri"):
+            fill["tracking_uri"] = sqlite_uri(str(conf.tracking_uri), Path.cwd())
+            if "artifact_location" not in conf:
+                fill["artifact_location"] = _artifact_location(fill["tracking_uri"])
+        loggers.append(instantiate(conf, **fill))
+    return loggers
+
+
+def _artifact_location(tracking_uri: str) -> str | None:
+    """Beside a local SQLite store (MLflow's default would be ./mlruns in whatever folder)."""
+    prefix = "sqlite:///"
+    if not tracking_uri.startswith(prefix):
+        return None
+    return (Path(tracking_uri[len(prefix) :]).parent / "mlartifacts").as_uri()
+
+
+def job_parameters() -> dict[str, str]:
+    """The job's own overrides as logger parameters, under `overrides/` so that they never
+    clash with the model's hyperparameters that Lightning logs (MLflow refuses a changed
+    value: `scheduler=null` against the logged `scheduler: None`)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    pairs = (o.split("=", 1) for o in HydraConfig.get().overrides.task if "=" in o)
+    skip = ("resume", "ckpt_path")
+    return {f"overrides/{k.lstrip('+~')}": v for k, v in pairs if k.lstrip("+~") not in skip}
+
+
+def log_results(loggers: list[Any], metrics: dict[str, Any], step: int) -> None:
+    """Send the run's final metrics (result.json's numbers: test_sse, pca_test_sse, ...) and
+    its overrides to every logger but the CSV one, whose metrics.csv keeps its shape
+    (result.json holds these for it)."""
+    from pytorch_lightning.loggers import CSVLogger
+
+    numbers = {
+        k: float(v)
+        for k, v in metrics.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    }
+    params = job_parameters()
+    for logger in loggers:
+        if isinstance(logger, CSVLogger):
+            continue
+        if params:
+            logger.log_hyperparams(params)
+        logger.log_metrics(numbers, step)
+        logger.finalize("success")

@@ -1,0 +1,103 @@
+"""Use what a run or sweep produced: the trained autoencoder, a split's codes, a sweep's table.
+
+Everything is read back from the folders alone (checkpoints/last.ckpt, .hydra/config.yaml,
+result.json), so it works on any finished run, on this machine or copied from another.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from aesweep.config import RESULT, ConfigError, input_dim
+from aesweep.data import load_splits
+from aesweep.io import replace_atomically
+from aesweep.model import AutoEncoder
+from aesweep.report import collect
+from aesweep.train import CheckpointError, check_checkpoint, new_model
+
+SPLITS = ("test", "train", "val")
+
+
+class RunFolderError(ConfigError):
+    """Not a run (or sweep) folder, or its checkpoint is missing or damaged; the message
+    names the file."""
+
+
+def run_config(run_dir: Path) -> DictConfig:
+    """The job config the run was trained with (Hydra's .hydra/config.yaml)."""
+    path = Path(run_dir) / ".hydra" / "config.yaml"
+    if not path.is_file():
+        raise RunFolderError(f"RUN_DIR={run_dir} is invalid: not a run folder (no {path})")
+    return OmegaConf.load(path)
+
+
+def load(run_dir: str | Path) -> AutoEncoder:
+    """The trained autoencoder of a run folder, on the CPU, in eval mode, without gradients:
+    `encode(x)` maps images (n, input_dim) in [0, 1] to codes (n, dim_z), `decode(z)` maps
+    codes back to pixels (output activation applied)."""
+    run_dir = Path(run_dir)
+    cfg = run_config(run_dir)
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    if not ckpt.is_file():
+        raise RunFolderError(f"{ckpt} is missing: this run saved no checkpoint (it stopped early)")
+    model = new_model(cfg, input_dim(cfg))
+    try:
+        state = check_checkpoint(ckpt, model)
+        model.load_state_dict(state["state_dict"])
+    except (CheckpointError, KeyError, RuntimeError) as e:
+        raise RunFolderError(" ".join(str(e).split())) from None
+    model.freeze()  # eval mode, no gradients: codes come back as plain tensors
+    return model
+
+
+def encode_split(run_dir: str | Path, split: str = "test") -> Path:
+    """Write `codes_<split>.npz` into the run folder: `codes` (n, dim_z), `labels` (n,) and
+    `index` (n,), the position of each image in the split as the run defined it (same
+    data, split seed and subset); returns its path."""
+    if split not in SPLITS:
+        raise ConfigError(f"split={split} is invalid: must be one of {', '.join(SPLITS)}")
+    run_dir = Path(run_dir)
+    model = load(run_dir)
+    splits = load_splits(run_config(run_dir).data)
+    x, labels = getattr(splits, f"{split}_x"), getattr(splits, f"{split}_y")
+    with torch.no_grad():
+        codes = model.encode(x)
+    path = run_dir / f"codes_{split}.npz"
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.savez would append .npz to a name
+            np.savez_compressed(
+                f, codes=codes.numpy(), labels=labels.numpy(), index=np.arange(len(x))
+            )
+
+    replace_atomically(path, write)
+    return path
+
+
+def load_sweep(sweep_dir: str | Path) -> pd.DataFrame:
+    """A sweep folder's table (the rows of loss_vs_dim.csv, read from each job's
+    result.json), numeric columns as numbers: one row per job, swept settings first."""
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir() or not any(sweep_dir.glob(f"*/{RESULT}")):
+        raise RunFolderError(
+            f"SWEEP_DIR={sweep_dir} is invalid: must be a sweep folder holding */{RESULT}"
+        )
+    return numeric_columns(collect(sweep_dir))
+
+
+def numeric_columns(table: pd.DataFrame) -> pd.DataFrame:
+    """Columns whose every value reads as a number become numeric (swept settings such as
+    seed=0,1 are strings in the overrides)."""
+    for column in table.columns:
+        values = table[column]
+        if values.isna().all() or not all(isinstance(v, str) for v in values.dropna()):
+            continue  # numbers already, or lists such as hidden=[256, 64]
+        with contextlib.suppress(ValueError, TypeError):  # not all numbers: keep as is
+            table[column] = pd.to_numeric(values)
+    return table

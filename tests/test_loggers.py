@@ -1,0 +1,109 @@
+"""The logger config group: metrics.csv by default at no extra import, TensorBoard event
+files and an MLflow SQLite store read back with their own libraries, several loggers at
+once, and a missing package refused before training."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SMOKE
+
+OPTIONAL = ("tensorboard", "mlflow", "sqlalchemy", "tensorboardX")
+
+
+def test_csv_is_the_default_and_imports_no_optional_logger(tmp_path: Path) -> None:
+    code = (
+        "import sys\nfrom aesweep.cli import main\n"
+        f"main(['train', 'dim_z=4', *{SMOKE!r}, 'hydra.run.dir=run'])\n"
+        f"print(sorted(m for m in {OPTIONAL!r} if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "[]"  # the default costs no optional import
+    assert (tmp_path / "run" / "metrics.csv").is_file()
+    assert not (tmp_path / "run" / "tensorboard").exists() and not (tmp_path / "outputs").exists()
+
+
+def test_tensorboard_and_csv_together_write_both(aesweep, tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    outcome = aesweep("train", "dim_z=4", *SMOKE, "logger=[csv,tensorboard]", "hydra.run.dir=r")
+    assert outcome.code == 0, outcome.err
+    run = tmp_path / "r"
+    result = json.loads((run / "result.json").read_text())
+    assert "train_loss_step" in (run / "metrics.csv").read_text().splitlines()[0]
+
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    scalars = events.Tags()["scalars"]
+    assert {"train_loss_step", "val_loss", "test_sse", "pca_test_sse", "n_params"} <= set(scalars)
+    steps = events.Scalars("train_loss_step")
+    assert len(steps) == result["steps"]  # every step (log_every_n_steps=1), not just the first
+    for name in ("test_sse", "pca_test_sse"):
+        assert events.Scalars(name)[-1].value == pytest.approx(result[name], rel=1e-6)
+
+
+def test_a_sweep_is_one_mlflow_experiment_with_a_run_per_job(aesweep, tmp_path: Path) -> None:
+    pytest.importorskip("mlflow")
+    import mlflow
+
+    outcome = aesweep("sweep", "sweep.dims=[4,2]", *SMOKE, "logger=mlflow", "hydra.sweep.dir=sw")
+    assert outcome.code == 0, outcome.err
+    store = tmp_path / "outputs" / "mlflow.db"  # relative sqlite path, taken from the cwd
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{store}")
+    experiment = client.get_experiment_by_name("sw")  # named after the sweep folder
+    runs = client.search_runs([experiment.experiment_id])
+    assert sorted(r.info.run_name for r in runs) == ["dim_z=2", "dim_z=4"]
+    for run in runs:
+        result = json.loads((tmp_path / "sw" / run.info.run_name / "result.json").read_text())
+        assert run.info.status == "FINISHED"
+        for name in ("test_mse", "test_sse", "pca_test_sse", "val_sse", "seconds"):
+            assert run.data.metrics[name] == pytest.approx(result[name], rel=1e-6)
+        assert run.data.params["overrides/dim_z"] == str(result["dim_z"])
+        assert run.data.params["overrides/logger"] == "mlflow"
+        assert not (tmp_path / "sw" / run.info.run_name / "metrics.csv").exists()  # csv not chosen
+    assert not (tmp_path / "mlruns").exists()
+
+
+@pytest.mark.parametrize(
+    ("choice", "missing", "line"),
+    [
+        ("logger=mlflow", "mlflow", "needs the mlflow package: pip install 'aesweep[mlflow]'"),
+        (
+            "logger=mlflow",
+            "sqlalchemy",
+            "needs the sqlalchemy package: pip install 'aesweep[mlflow]'",
+        ),
+        (
+            "logger=[csv,tensorboard]",
+            "tensorboard",
+            "needs the tensorboard package: pip install 'aesweep[tensorboard]'",
+        ),
+    ],
+)
+def test_a_missing_logger_package_is_refused_before_training(
+    aesweep, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, choice: str, missing: str, line: str
+) -> None:
+    from aesweep import loggers
+
+    real = loggers.find_spec
+    monkeypatch.setattr(loggers, "find_spec", lambda m: None if m == missing else real(m))
+    outcome = aesweep("train", choice, "hydra.run.dir=r")
+    assert outcome.code == 2
+    key = "mlflow" if "mlflow" in choice else "tensorboard"
+    assert outcome.lines == [f"aesweep: error: logger={key} is invalid: {line}"]
+    assert not (tmp_path / "r").exists()
+
+
+def test_an_unknown_logger_lists_the_choices(aesweep) -> None:
+    outcome = aesweep("train", "logger=wandb")
+    assert outcome.code == 2
+    assert outcome.lines == [
+        "aesweep: error: logger=wandb is invalid: must be one of csv, mlflow, tensorboard"
+    ]

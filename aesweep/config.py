@@ -88,6 +88,7 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     optimizer: dict[str, Any] = field(default_factory=dict)
     trainer: dict[str, Any] = field(default_factory=dict)
+    logger: dict[str, Any] = field(default_factory=dict)  # name -> a Lightning logger config
 
 
 class ConfigError(ValueError):

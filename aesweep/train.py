@@ -33,6 +33,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from aesweep.data import DataError, Splits, TensorDataModule, load_splits
 from aesweep.model import AutoEncoder, DivergenceError
 from aesweep.pca import PCAFit, compare_subspaces, pca_of
+from aesweep.progress import plain_progress
 from aesweep.report import (
     RESULT,
     draw_components,
@@ -119,7 +120,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, last: LastCheckpoint) -> pl.Tr
         cfg.trainer,
         default_root_dir=str(run_dir),
         logger=CSVLogger(str(run_dir), name="", version=""),
-        callbacks=[last],
+        callbacks=[last, *plain_progress(cfg.trainer)],
     )
     if isinstance(trainer.accelerator, CPUAccelerator):
         # Lightning sets this at import so that CUDA checks never initialise CUDA before a

@@ -60,7 +60,10 @@ def table(sweep: Path) -> pd.DataFrame:
 
 def test_a_sweep_runs_every_job_as_a_slurm_job(slurm_conf, tmp_path: Path) -> None:
     sweep = tmp_path / "sw"
-    done = run_subprocess("sweep", SLURM, "sweep.dims=[4,2]", *SMOKE, f"hydra.sweep.dir={sweep}")
+    bar = "trainer.enable_progress_bar=true"  # smoke turns it off; a job's log shows it
+    done = run_subprocess(
+        "sweep", SLURM, "sweep.dims=[4,2]", *SMOKE, bar, f"hydra.sweep.dir={sweep}"
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     rows = table(sweep)
     assert rows["dim_z"].tolist() == [4, 2] and (rows["status"] == "ok").all()
@@ -69,6 +72,8 @@ def test_a_sweep_runs_every_job_as_a_slurm_job(slurm_conf, tmp_path: Path) -> No
         assert sacct_states(job)[job] == "COMPLETED"
         log = (sweep / ".submitit" / job / f"{job}_0_log.out").read_text()
         assert f"run folder: {sweep / f'dim_z={dim}'}" in log  # the job's own output
+        assert "epoch 2/2: train_loss=" in log and "\r" not in log  # one line per epoch
+        assert "\r" not in (sweep / ".submitit" / job / f"{job}_0_log.err").read_text()
     assert (sweep / "reconstructions.png").is_file() and (sweep / "report.md").is_file()
 
 

@@ -122,6 +122,7 @@ SelectTypeParameters=CR_Core
 GresTypes=gpu
 AccountingStorageTRES=gres/gpu
 MpiDefault=none
+MailProg=/bin/true
 ReturnToService=2
 SlurmdParameters=config_overrides
 SlurmctldTimeout=30
@@ -185,7 +186,7 @@ start_mariadb() {
 node_idle() { sinfo -h -N -o %T | grep -qx idle; }
 
 start() {
-    mkdir -p "$DIR/log"
+    mkdir -p "$DIR/log" 2>/dev/null || fail "cannot create $DIR/log (set AESWEEP_SLURM_DIR)"
     install_packages
     write_configs
     export SLURM_CONF=$CONF
@@ -193,38 +194,47 @@ start() {
         LAST_LOG=$DIR/log/munged.log
         munged --force --key-file="$DIR/munge.key" --socket="$DIR/run/munge.socket" \
             --pid-file="$DIR/run/munged.pid" --log-file="$DIR/log/munged.log" \
-            --seed-file="$DIR/run/munged.seed" ||
+            --seed-file="$DIR/run/munged.seed" 2>>"$LAST_LOG" ||
             fail "munged did not start (log: $LAST_LOG)"
     fi
     start_mariadb
     if ! pid_of slurmdbd >/dev/null; then
         LAST_LOG=$DIR/log/slurmdbd.log
-        slurmdbd ||  # reads slurmdbd.conf next to $SLURM_CONF
+        slurmdbd 2>>"$LAST_LOG" ||  # reads slurmdbd.conf next to $SLURM_CONF
             fail "slurmdbd did not start (log: $LAST_LOG)"
         wait_until 60 "slurmdbd does not answer" sacctmgr -n list cluster
     fi
     if ! sacctmgr -n -P list cluster format=cluster | grep -qx aesweep; then
-        sacctmgr -i add cluster aesweep >/dev/null || fail "sacctmgr add cluster failed"
+        sacctmgr -i add cluster aesweep >/dev/null 2>&1 || fail "sacctmgr add cluster failed"
     fi
     if ! sacctmgr -n -P list account format=account | grep -qx aesweep; then
-        sacctmgr -i add account aesweep cluster=aesweep >/dev/null ||
+        sacctmgr -i add account aesweep cluster=aesweep >/dev/null 2>&1 ||
             fail "sacctmgr add account failed"
     fi
     if ! sacctmgr -n -P list user "$(id -un)" format=user | grep -q .; then
-        sacctmgr -i add user "$(id -un)" account=aesweep cluster=aesweep >/dev/null ||
+        sacctmgr -i add user "$(id -un)" account=aesweep cluster=aesweep >/dev/null 2>&1 ||
             fail "sacctmgr add user $(id -un) failed"
     fi
     if ! pid_of slurmctld >/dev/null; then
         LAST_LOG=$DIR/log/slurmctld.log
-        slurmctld -f "$CONF" || fail "slurmctld did not start (log: $LAST_LOG)"
+        slurmctld -f "$CONF" 2>>"$LAST_LOG" || fail "slurmctld did not start (log: $LAST_LOG)"
     fi
     if ! pid_of slurmd >/dev/null; then
         LAST_LOG=$DIR/log/slurmd.log
-        slurmd -f "$CONF" -N "$(hostname -s)" || fail "slurmd did not start (log: $LAST_LOG)"
+        slurmd -f "$CONF" -N "$(hostname -s)" 2>>"$LAST_LOG" || fail "slurmd did not start (log: $LAST_LOG)"
     fi
-    LAST_LOG=$DIR/log/slurmctld.log
-    wait_until 60 "the node did not become idle (sinfo: $(sinfo -h -N -o %T 2>&1 | head -1))" \
-        node_idle
+    local deadline=$((SECONDS + 60)) name
+    until node_idle 2>/dev/null; do
+        sleep 0.2
+        for name in slurmctld slurmd; do  # a daemon that forked, then died (e.g. port in use)
+            if ((SECONDS > deadline - 57)) && ! pid_of "$name" >/dev/null; then
+                fail "$name exited: $(grep fatal "$DIR/log/$name.log" | tail -1 | cut -c27-)" \
+                    "(log: $DIR/log/$name.log)"
+            fi
+        done
+        ((SECONDS < deadline)) ||
+            fail "the node did not become idle in 60 s (log: $DIR/log/slurmctld.log)"
+    done
     echo "slurm cluster up: $(sinfo -h -o '%P %D %c CPUs %T')"
     echo "export SLURM_CONF=$CONF"
 }

@@ -158,6 +158,7 @@ log-error=$DIR/log/mariadb.log
 bind-address=127.0.0.1
 port=$DB_PORT
 user=root
+# slurmdbd logs that it recommends a bigger pool; this one is plenty for a test cluster
 innodb_buffer_pool_size=128M
 innodb_lock_wait_timeout=900
 EOF

@@ -164,7 +164,7 @@ innodb_lock_wait_timeout=900
 EOF
 }
 
-mysql_ready() { mariadb --defaults-file="$DIR/my.cnf" --socket="$DIR/run/mysqld.sock" -e 'SELECT 1'; }
+mysql_ready() { mariadb --socket="$DIR/run/mysqld.sock" -e 'SELECT 1'; }
 
 start_mariadb() {
     pid_of mariadbd >/dev/null && return 0
@@ -222,7 +222,8 @@ start() {
     fi
     if ! pid_of slurmd >/dev/null; then
         LAST_LOG=$DIR/log/slurmd.log
-        slurmd -f "$CONF" -N "$(hostname -s)" 2>>"$LAST_LOG" || fail "slurmd did not start (log: $LAST_LOG)"
+        slurmd -f "$CONF" -N "$(hostname -s)" 2>>"$LAST_LOG" ||
+            fail "slurmd did not start (log: $LAST_LOG)"
     fi
     local deadline=$((SECONDS + 60)) name
     until node_idle 2>/dev/null; do

@@ -39,6 +39,7 @@ from aesweep.loggers import build_loggers, log_results
 from aesweep.model import AutoEncoder, DivergenceError, score
 from aesweep.pca import PCAFit, compare_subspaces, pca_of
 from aesweep.plots import draw_components, draw_latent, draw_montage
+from aesweep.progress import plain_progress
 
 
 @contextlib.contextmanager
@@ -148,7 +149,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, last: LastCheckpoint) -> pl.Tr
         cfg.trainer,
         default_root_dir=str(run_dir),
         logger=build_loggers(cfg, run_dir) or False,
-        callbacks=[last],
+        callbacks=[last, *plain_progress(cfg.trainer)],
     )
     if isinstance(trainer.accelerator, CPUAccelerator):
         # Lightning sets this at import so that CUDA checks never initialise CUDA before a

@@ -1,0 +1,83 @@
+"""What a SLURM job costs on the local one-node cluster (scripts/slurm_cluster.sh):
+seconds from `sbatch` to the job's first command, and the wall time of the tiny test sweep
+with the submitit_slurm launcher against Hydra's basic (in-process, sequential) launcher.
+
+    python scripts/bench_slurm.py [--repeats 3]
+
+Starts the cluster if it is not running (and leaves it running)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SCRIPT = Path(__file__).with_name("slurm_cluster.sh")
+TINY = ["sweep", "sweep.dims=[4,2]", "trainer=smoke", "data.subset=300"]
+
+
+def start_cluster() -> float:
+    """Seconds `slurm_cluster.sh start` took; exports SLURM_CONF for the commands below."""
+    t0 = time.perf_counter()
+    done = subprocess.run(["bash", SCRIPT, "start"], capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(done.stderr.strip())
+    os.environ["SLURM_CONF"] = done.stdout.split("export SLURM_CONF=")[-1].strip()
+    return time.perf_counter() - t0
+
+
+def submit_to_start(folder: Path) -> float:
+    """Seconds from calling sbatch to the job's first command running on the node."""
+    stamp = folder / f"start-{time.monotonic_ns()}"
+    t0 = time.time()
+    subprocess.run(
+        ["sbatch", "--quiet", "-o", "/dev/null", "--wrap", f"date +%s.%N > {stamp}"], check=True
+    )
+    while not (stamp.is_file() and stamp.read_text().strip()):
+        time.sleep(0.01)
+    return float(stamp.read_text()) - t0
+
+
+def sweep_seconds(folder: Path, *launcher: str) -> float:
+    """Wall time of `aesweep sweep` over the tiny sweep, submission to report."""
+    sweep = Path(tempfile.mkdtemp(dir=folder)) / "sw"
+    t0 = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "aesweep", *TINY, *launcher, f"hydra.sweep.dir={sweep}"],
+        check=True,
+        capture_output=True,
+    )
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    print(f"slurm_cluster.sh start: {start_cluster():.1f} s")
+    with tempfile.TemporaryDirectory(dir=os.getcwd(), prefix=".bench-slurm-") as tmp:
+        folder = Path(tmp)
+        waits = [submit_to_start(folder) for _ in range(5 * args.repeats)]
+        print(
+            f"sbatch to first command: median {statistics.median(waits):.2f} s, "
+            f"min {min(waits):.2f} s, max {max(waits):.2f} s ({len(waits)} jobs)"
+        )
+        sweep_seconds(folder)  # warm the data and PCA caches of both launchers
+        basic, slurm = [], []
+        for _ in range(args.repeats):  # alternate, so that load on the machine hits both
+            basic.append(sweep_seconds(folder))
+            slurm.append(sweep_seconds(folder, "hydra/launcher=submitit_slurm"))
+        b, s = statistics.median(basic), statistics.median(slurm)
+        print(f"tiny sweep ({' '.join(TINY)}), median of {args.repeats}:")
+        print(f"  basic launcher:  {b:.1f} s  {[round(x, 1) for x in basic]}")
+        print(f"  submitit_slurm:  {s:.1f} s  {[round(x, 1) for x in slurm]}")
+        print(f"  slurm / basic:   {s / b:.2f}x, {s - b:+.1f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,208 @@
+"""Sweeps on a real SLURM cluster: the one-node cluster of scripts/slurm_cluster.sh (slurmctld,
+slurmd, slurmdbd with MariaDB), driven through Hydra's submitit_slurm launcher. A cluster
+that cannot start fails these tests with its reason; they are never skipped."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+
+from tests.conftest import SMOKE, run_subprocess
+
+SCRIPT = Path(__file__).parents[1] / "scripts" / "slurm_cluster.sh"
+SLURM = "hydra/launcher=submitit_slurm"
+
+
+@pytest.fixture(scope="session")
+def slurm_conf() -> Iterator[str]:
+    """Starts the cluster for the session (installing it if needed) and stops it at the end,
+    unless it was already running; every client, submitit's included, finds it through
+    SLURM_CONF."""
+    was_running = subprocess.run(["bash", SCRIPT, "status"], capture_output=True).returncode == 0
+    started = subprocess.run(["bash", SCRIPT, "start"], capture_output=True, text=True)
+    if started.returncode != 0:
+        pytest.fail(f"the SLURM cluster did not start: {started.stderr.strip()}", pytrace=False)
+    conf = started.stdout.strip().splitlines()[-1].removeprefix("export SLURM_CONF=")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SLURM_CONF", conf)
+        yield conf
+    if not was_running:
+        subprocess.run(["bash", SCRIPT, "stop"], capture_output=True)
+
+
+def slurm_job_id(run_dir: Path) -> str:
+    """The SLURM job id a job ran under, as the launcher recorded it (e.g. 12_0)."""
+    return str(OmegaConf.load(run_dir / ".hydra" / "hydra.yaml").hydra.job.id)
+
+
+def sacct_states(job_id: str) -> dict[str, str]:
+    """{job id: state} from the accounting database, for a job or a whole array."""
+    out = subprocess.run(
+        ["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", job_id.split("_")[0]],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return dict(line.split("|", 1) for line in out.splitlines() if line)
+
+
+def table(sweep: Path) -> pd.DataFrame:
+    return pd.read_csv(sweep / "loss_vs_dim.csv")
+
+
+def test_a_sweep_runs_every_job_as_a_slurm_job(slurm_conf, tmp_path: Path) -> None:
+    sweep = tmp_path / "sw"
+    bar = "trainer.enable_progress_bar=true"  # smoke turns it off; a job's log shows it
+    done = run_subprocess(
+        "sweep", SLURM, "sweep.dims=[4,2]", *SMOKE, bar, f"hydra.sweep.dir={sweep}"
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = table(sweep)
+    assert rows["dim_z"].tolist() == [4, 2] and (rows["status"] == "ok").all()
+    for dim in (4, 2):
+        job = slurm_job_id(sweep / f"dim_z={dim}")
+        assert sacct_states(job)[job] == "COMPLETED"
+        log = (sweep / ".submitit" / job / f"{job}_0_log.out").read_text()
+        assert f"run folder: {sweep / f'dim_z={dim}'}" in log  # the job's own output
+        assert "epoch 2/2: train_loss=" in log and "\r" not in log  # one line per epoch
+        assert "\r" not in (sweep / ".submitit" / job / f"{job}_0_log.err").read_text()
+    assert (sweep / "reconstructions.png").is_file() and (sweep / "report.md").is_file()
+
+
+def test_a_failing_job_is_a_failed_row_and_the_others_finish(slurm_conf, tmp_path) -> None:
+    sweep = tmp_path / "sw"
+    done = run_subprocess(
+        "train",
+        "-m",
+        SLURM,
+        "dim_z=4",
+        "optimizer=sgd",
+        "model.output=identity",
+        "optimizer.lr=1e-3,1e6",  # diverges at run time, not at validation
+        *SMOKE,
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert done.returncode == 1, done.stderr[-3000:]
+    rows = table(sweep)
+    assert dict(zip(rows["optimizer.lr"], rows["status"], strict=True)) == {
+        0.001: "ok",
+        1e6: "failed",
+    }
+    assert "training loss became" in rows.loc[rows["status"] == "failed", "error"].iloc[0]
+    assert "1 of 2 jobs did not finish" in done.stdout
+
+
+def test_a_gpu_job_on_a_node_without_one_fails_inside_the_job(slurm_conf, tmp_path) -> None:
+    """The submitting host's GPUs say nothing about the node's: the check runs in the job."""
+    sweep = tmp_path / "sw"
+    done = run_subprocess(
+        "sweep", SLURM, "trainer.accelerator=gpu", "sweep.dims=[4,2]", *SMOKE,
+        f"hydra.sweep.dir={sweep}",
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr[-3000:]  # accepted at submission, failed in the job
+    rows = table(sweep)
+    assert (rows["status"] == "failed").all()
+    assert rows["error"].str.contains("no CUDA GPU is visible").all()
+
+
+def wait_for(condition, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def status_of(job: Path) -> str | None:
+    try:
+        return json.loads((job / "result.json").read_text())["status"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def test_scancel_then_resume_finishes_each_job_once(slurm_conf, tmp_path: Path) -> None:
+    sweep = tmp_path / "sw"
+    args = [SLURM, "sweep.dims=[4,2]", *SMOKE, "trainer.max_epochs=30", f"hydra.sweep.dir={sweep}"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aesweep", "sweep", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    cancelled = sweep / "dim_z=2"
+    try:
+        wait_for(lambda: (cancelled / "checkpoints" / "last.ckpt").is_file())
+        job = slurm_job_id(cancelled)
+        subprocess.run(["scancel", job], check=True)
+        out, _ = proc.communicate(timeout=180)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0  # the launcher reports the cancelled job
+    assert sacct_states(job)[job].startswith("CANCELLED")
+    assert status_of(cancelled) == "interrupted", out[-3000:]  # SIGTERM: checkpoint, record
+
+    done = run_subprocess("sweep", f"resume={sweep}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = table(sweep)
+    assert rows["dim_z"].tolist() == [4, 2] and (rows["status"] == "ok").all()
+    resumed = json.loads((cancelled / "result.json").read_text())
+    assert resumed["resumed_from"] == str(cancelled / "checkpoints" / "last.ckpt")
+    assert resumed["epochs"] == 30
+    kept = slurm_job_id(sweep / "dim_z=4")  # the resumed sweep's job: it kept the result
+    assert (
+        "already finished, kept" in (sweep / ".submitit" / kept / f"{kept}_0_log.out").read_text()
+    )
+    assert sacct_states(slurm_job_id(cancelled))[slurm_job_id(cancelled)] == "COMPLETED"
+
+
+def test_two_sweeps_at_once_keep_apart(slurm_conf, tmp_path: Path) -> None:
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "aesweep", "sweep", SLURM, f"sweep.dims=[{dim}]", *SMOKE],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for dim in (4, 2)
+    ]
+    outs = [proc.communicate(timeout=300)[0] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], outs
+    sweeps = sorted((tmp_path / "outputs" / "sweeps").iterdir())
+    assert len(sweeps) == 2  # started in the same second: separate folders
+    dims = sorted(table(sweep)["dim_z"].tolist() for sweep in sweeps)
+    assert dims == [[2], [4]]
+    for sweep in sweeps:
+        (run,) = sweep.glob("dim_z=*")
+        assert status_of(run) == "ok"
+        assert (sweep / ".submitit" / slurm_job_id(run)).is_dir()  # its own job logs
+
+
+def test_each_job_gets_its_own_gpu(slurm_conf, tmp_path: Path) -> None:
+    """gpus_per_node=1: SLURM gives each job one GPU of the node and sets CUDA_VISIBLE_DEVICES
+    (the test cluster's GPUs are placeholders: training itself runs on the CPU)."""
+    sweep = tmp_path / "sw"
+    done = run_subprocess(
+        "sweep",
+        SLURM,
+        "hydra.launcher.gpus_per_node=1",
+        "hydra.launcher.setup=['echo visible: $CUDA_VISIBLE_DEVICES']",
+        "sweep.dims=[4,2]",
+        *SMOKE,
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (script,) = (sweep / ".submitit").glob("*/*_submission.sh")
+    assert "#SBATCH --gpus-per-node=1" in script.read_text().splitlines()
+    visible = []
+    for dim in (4, 2):
+        job = slurm_job_id(sweep / f"dim_z={dim}")
+        log = (sweep / ".submitit" / job / f"{job}_0_log.out").read_text()
+        visible += [line.split(": ")[1] for line in log.splitlines() if line.startswith("visible:")]
+    assert sorted(visible) == ["0", "1"]  # both jobs ran at once, on different GPUs

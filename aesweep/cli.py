@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from aesweep import __version__
-from aesweep.config import ConfigError
+from aesweep.config import ConfigError, show
 
 USAGE = """\
 usage: aesweep <command> [key=value ...]
@@ -335,14 +335,19 @@ def sweep_arguments(rest: list[str]) -> list[str]:
     resume = _value(overrides, "resume")
     if resume is not None:
         return ["-m", *flags, *resume_overrides(overrides, resume, sweep=True)]
-    if _value(overrides, "dim_z") is None:
-        from aesweep.config import input_dim, validate_dims
+    from aesweep.config import input_dim, validate_dims
 
-        args.multirun = True
-        jobs, _ = expand(overrides, args)
-        cfg = compose(jobs[0], args)
+    args.multirun = True
+    cfg = compose(expand(overrides, args)[0][0], args)
+    if _value(overrides, "dim_z") is None:
         dims = validate_dims("sweep.dims", cfg.sweep.dims, input_dim(cfg))
         overrides.append("dim_z=" + ",".join(str(k) for k in dims))
+    seeds = cfg.sweep.seeds
+    if seeds is not None and _value(overrides, "seed") is None:
+        if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+            raise ConfigError(f"sweep.seeds={show(seeds)} is invalid: must be null or a list "
+                              f"of distinct integers >= 0, e.g. [0,1,2]")  # fmt: skip
+        overrides.append("seed=" + ",".join(str(s) for s in seeds))
     return ["-m", *flags, *overrides]
 
 

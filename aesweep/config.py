@@ -29,11 +29,14 @@ NOT_JOB_SETTINGS = ("resume", "ckpt_path")  # overrides that say where to contin
 Activation = StrEnum(
     "Activation", ["relu", "leaky_relu", "elu", "gelu", "silu", "sigmoid", "tanh", "identity"]
 )
-Output = StrEnum("Output", ["sigmoid", "identity"])
-Loss = StrEnum("Loss", ["mse", "bce", "l1"])
+Output = StrEnum("Output", ["sigmoid", "identity", "clamp"])
+Loss = StrEnum("Loss", ["mse", "sse", "bce", "l1"])
+ModelKind = StrEnum("ModelKind", ["mlp", "residual"])
+Select = StrEnum("Select", ["last", "best"])
 MatmulPrecision = StrEnum("MatmulPrecision", ["highest", "high", "medium"])
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
-PRECISIONS = ("32-true", "32", "64-true", "64", "16-mixed", "bf16-mixed", "bf16-true", "16-true")
+# Not 16-true: float16 weights under Adam (eps 1e-8 is 0 in float16) diverge within steps.
+PRECISIONS = ("32-true", "32", "64-true", "64", "16-mixed", "bf16-mixed", "bf16-true")
 
 
 @dataclass
@@ -51,10 +54,13 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
+    kind: ModelKind = ModelKind.mlp  # residual: a PCA path plus MLP branches (model.py)
     hidden: list[int] = field(default_factory=list)
     activation: Activation = Activation.relu
     output: Output = Output.sigmoid
     center: bool = False
+    input_noise: float = 0.0  # std of Gaussian noise on the inputs while training
+    linear_lr_scale: float = 1.0  # the residual model's PCA path learns at lr x this
 
 
 @dataclass
@@ -65,6 +71,7 @@ class LossConfig:
 @dataclass
 class SweepConfig:
     dims: list[int] = MISSING
+    seeds: list[int] | None = None  # several: every dim once per seed (null: `seed` alone)
 
 
 @dataclass
@@ -79,6 +86,8 @@ class TrainConfig:
     checkpoint_every_s: float = 10.0
     threads: int | None = None
     steps_per_call: int = 1
+    select: Select = Select.last  # best: the weights of the best validation (val_mse)
+    patience: int | None = None  # stop after this many validations without a better one
     matmul_precision: MatmulPrecision = MatmulPrecision.highest
     scheduler: Any = None  # null or a config with _target_ (OmegaConf cannot merge into an
     # Optional[Dict] that is null)
@@ -176,7 +185,7 @@ def validate_dims(key: str, dims: Any, d: int) -> list[int]:
 
 
 # Integer settings with a lower bound the schema's types cannot say (null is allowed).
-AT_LEAST = {"seed": 0, "threads": 1, "steps_per_call": 1, "data.subset": 1,
+AT_LEAST = {"seed": 0, "threads": 1, "steps_per_call": 1, "patience": 1, "data.subset": 1,
             "data.batch_size": 1, "data.n_val": 1, "data.n_test": 1,
             "trainer.max_epochs": 1}  # fmt: skip
 
@@ -198,6 +207,13 @@ def validate(cfg: DictConfig) -> None:
     model = cfg.model
     if not all(h > 0 for h in model.hidden):
         _fail("model.hidden", model.hidden, "must be a list of positive integers, e.g. [256,64]")
+    if model.input_noise < 0 or model.linear_lr_scale <= 0:
+        bad = "input_noise" if model.input_noise < 0 else "linear_lr_scale"
+        _fail(
+            f"model.{bad}",
+            model[bad],
+            "must be a number >= 0" if bad == "input_noise" else "must be a number > 0",
+        )
     if model.center and model.output != Output.identity:
         _fail("model.center", True, "needs model.output=identity (the mean is added back)")
     if cfg.loss.name == Loss.bce and model.output != Output.sigmoid:

@@ -42,9 +42,15 @@ def mlp(widths: list[int], activation: str) -> nn.Sequential:
 class AutoEncoder(pl.LightningModule):
     """x -> z = enc(x) -> x_hat = dec(z); the decoder mirrors the encoder's widths.
 
+    kind=mlp: the MLPs are the encoder and decoder (`hidden=[]` is the lecture's AE).
+    kind=residual: z = W_e x + b_e + g(x) and x_hat = W_d z + b_d + h(z), where g and h are
+    the MLPs with their last layers starting at zero and the linear path starts at PCA
+    (init_from_pca): at step 0 the model IS PCA, and training can only add to it.
+
     `center=True` subtracts the training mean before encoding and adds it back after decoding
-    (PCA's setting). Metrics are always in pixel space: `*_mse` is per pixel, `*_sse` is the
-    sum of squared errors per image.
+    (PCA's setting). output=clamp clips pixels to [0, 1] (training sees a leaky clip, slope
+    0.01 outside, so the gradient never dies). Metrics are always in pixel space: `*_mse` is
+    per pixel, `*_sse` is the sum of squared errors per image.
     """
 
     def __init__(
@@ -59,6 +65,10 @@ class AutoEncoder(pl.LightningModule):
         scheduler: dict[str, Any] | None = None,
         center: bool = False,
         steps_per_call: int = 1,
+        kind: str = "mlp",
+        input_noise: float = 0.0,
+        linear_lr_scale: float = 1.0,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -66,30 +76,62 @@ class AutoEncoder(pl.LightningModule):
         self.encoder = mlp([input_dim, *hidden, dim_z], activation)
         self.decoder = mlp([dim_z, *reversed(hidden), input_dim], activation)
         self.register_buffer("mean", torch.zeros(input_dim))
+        self.residual = kind == "residual"
+        if self.residual:
+            self.linear_encoder = nn.Linear(input_dim, dim_z)
+            self.linear_decoder = nn.Linear(dim_z, input_dim)
+            for branch in (self.encoder, self.decoder):
+                nn.init.zeros_(branch[-1].weight)
+                nn.init.zeros_(branch[-1].bias)
+
+    @torch.no_grad()
+    def init_from_pca(self, mean: Tensor, components: Tensor) -> None:
+        """Start the residual model's linear path at PCA: mean (d,), components (k, d)."""
+        self.linear_encoder.weight.copy_(components)
+        self.linear_encoder.bias.copy_(-(components @ mean))
+        self.linear_decoder.weight.copy_(components.T)
+        self.linear_decoder.bias.copy_(mean)
 
     def encode(self, x: Tensor) -> Tensor:
         """Images (n, input_dim) in [0, 1] to codes (n, dim_z)."""
-        return self.encoder(x - self.mean if self.hparams.center else x)
+        x = x - self.mean if self.hparams.center else x
+        z = self.encoder(x)
+        return z + self.linear_encoder(x) if self.residual else z
 
     def decode_logits(self, z: Tensor) -> Tensor:
         """Decoder output before the output activation (what BCE-with-logits needs)."""
         out = self.decoder(z)
+        out = out + self.linear_decoder(z) if self.residual else out
         return out + self.mean if self.hparams.center else out
 
     def decode(self, z: Tensor) -> Tensor:
         """Codes (n, dim_z) to pixels (n, input_dim), the output activation applied."""
-        out = self.decode_logits(z)
-        return torch.sigmoid(out) if self.hparams.output == "sigmoid" else out
+        return self._output(self.decode_logits(z), leak=0.0)
+
+    def _output(self, out: Tensor, leak: float) -> Tensor:
+        if self.hparams.output == "sigmoid":
+            return torch.sigmoid(out)
+        if self.hparams.output == "clamp":
+            clipped = out.clamp(0, 1)
+            return clipped + leak * (out - clipped) if leak else clipped
+        return out
 
     def forward(self, x: Tensor) -> Tensor:
         return self.decode(self.encode(x))
 
-    def _loss(self, x: Tensor) -> Tensor:
-        logits = self.decode_logits(self.encode(x))
+    def _loss(self, x: Tensor, training: bool = False) -> Tensor:
+        noisy = x
+        if training and self.hparams.input_noise > 0:  # seeded by (seed, step): resumable
+            self._noise.manual_seed(self.hparams.seed * 1_000_003 + self.global_step)
+            noise = torch.randn(x.shape, generator=self._noise, device=x.device, dtype=x.dtype)
+            noisy = x + self.hparams.input_noise * noise
+        logits = self.decode_logits(self.encode(noisy))
         name = self.hparams.loss
         if name == "bce":
             return F.binary_cross_entropy_with_logits(logits, x)
-        x_hat = torch.sigmoid(logits) if self.hparams.output == "sigmoid" else logits
+        x_hat = self._output(logits, leak=0.01)
+        if name == "sse":  # summed in float32: 784 squares overflow float16's range
+            return (x_hat - x).float().pow(2).sum(dim=1).mean()
         return F.mse_loss(x_hat, x) if name == "mse" else F.l1_loss(x_hat, x)
 
     def training_step(self, batch: Tensor | list[Tensor], batch_idx: int) -> Tensor | None:
@@ -97,20 +139,22 @@ class AutoEncoder(pl.LightningModule):
         steps_per_call > 1, one per mini-batch of a chunk: the same updates in the same order,
         with Lightning's per-step cost paid once per chunk."""
         if self.automatic_optimization:
-            loss = self._loss(batch)
+            loss = self._loss(batch, training=True)
             self._track(loss, len(batch))
             self._sync_every_n_steps(1)
             return loss
         optimizer = self.optimizers()
         for x in batch:
-            loss = self._loss(x)
+            loss = self._loss(x, training=True)
             self._track(loss, len(x))
             optimizer.zero_grad(set_to_none=True)
             self.manual_backward(loss)
             optimizer.step()
-        scheduler = self.lr_schedulers()
-        if scheduler is not None and batch_idx + 1 == self.trainer.num_training_batches:
-            scheduler.step()  # where Lightning steps an epoch scheduler: before the epoch ends
+            if self._interval == "step" and self.lr_schedulers() is not None:
+                self.lr_schedulers().step()
+        last = batch_idx + 1 == self.trainer.num_training_batches
+        if self._interval == "epoch" and last and self.lr_schedulers() is not None:
+            self.lr_schedulers().step()  # where Lightning steps an epoch scheduler
         self._sync_every_n_steps(len(batch))
         return None
 
@@ -147,6 +191,7 @@ class AutoEncoder(pl.LightningModule):
             )
 
     def on_train_start(self) -> None:
+        self._noise = torch.Generator(device=self.device)
         self.on_train_epoch_start()  # a run resumed mid-epoch starts without that hook
 
     def on_train_epoch_start(self) -> None:
@@ -163,16 +208,37 @@ class AutoEncoder(pl.LightningModule):
             self.log("train_loss", mean, prog_bar=True, sync_dist=True)
 
     def validation_step(self, batch: Tensor, batch_idx: int) -> None:
-        self.log(
-            "val_loss", self._loss(batch), prog_bar=True, batch_size=len(batch), sync_dist=True
-        )
+        log = dict(prog_bar=True, batch_size=len(batch), sync_dist=True)
+        self.log("val_loss", self._loss(batch), **log)
+        self.log("val_mse", F.mse_loss(self(batch), batch), **log)  # what select=best ranks
 
     def configure_optimizers(self) -> Any:
-        optimizer = instantiate(self.hparams.optimizer)(self.parameters())
-        if not self.hparams.scheduler:
+        """The configured optimizer (the residual model's PCA path at lr x linear_lr_scale)
+        and scheduler. A scheduler may say `interval: step` (stepped after every optimizer
+        step) and `T_max: null` (the run's length: its optimizer steps or epochs)."""
+        linear = [p for n, p in self.named_parameters() if n.startswith("linear_")]
+        rest = [p for n, p in self.named_parameters() if not n.startswith("linear_")]
+        lr = self.hparams.optimizer["lr"]
+        groups = [{"params": rest}]
+        groups += [{"params": linear, "lr": lr * self.hparams.linear_lr_scale}] if linear else []
+        optimizer = instantiate(self.hparams.optimizer)(groups)
+        settings = dict(self.hparams.scheduler or {})
+        self._interval = settings.pop("interval", "epoch")
+        if not settings:
             return optimizer
-        scheduler = instantiate(self.hparams.scheduler)(optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+        if "T_max" in settings and settings["T_max"] is None:
+            epochs = self.trainer.max_epochs
+            if self._interval == "step":
+                self.trainer.estimated_stepping_batches  # noqa: B018 (sets the loader up)
+                epochs *= self.trainer.train_dataloader.n_batches
+            settings["T_max"] = epochs
+        scheduler = instantiate(settings)(optimizer)
+        if not self.automatic_optimization:  # training_step steps it, where Lightning would
+            return {"optimizer": optimizer, "lr_scheduler": scheduler}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": self._interval},
+        }
 
     @property
     def n_params(self) -> int:

@@ -47,6 +47,8 @@ METRIC_COLUMNS = [
 DESCRIPTION_COLUMNS = [
     "data",
     "model",
+    "kind",
+    "best_epoch",
     "hidden",
     "activation",
     "output",
@@ -91,8 +93,26 @@ def collect(sweep_dir: Path) -> pd.DataFrame:
     described = [c for c in METRIC_COLUMNS + DESCRIPTION_COLUMNS if c in table and c not in swept]
     columns = [*swept, *described]
     table = table[columns].sort_values(["dim_z", *swept], ascending=[False] + [True] * len(swept))
-    table.attrs["settings"] = swept
-    return table.reset_index(drop=True)
+    table = table.reset_index(drop=True)
+    table.attrs["settings"] = [k for k in swept if k != "seed"]  # seeds are repeats, not curves
+    return table
+
+
+def per_size(ok: pd.DataFrame) -> pd.DataFrame:
+    """One row per curve and code size over its seeds: n_seeds, the mean test_sse with its
+    std, min and max, and PCA's (the same for every seed)."""
+    keys = [*ok.attrs.get("settings", []), "dim_z"]
+    grouped = ok.groupby(keys, sort=False, dropna=False)
+    sizes = grouped.agg(
+        n_seeds=("test_sse", "size"),
+        test_sse=("test_sse", "mean"),
+        test_sse_std=("test_sse", "std"),
+        test_sse_min=("test_sse", "min"),
+        test_sse_max=("test_sse", "max"),
+        pca_test_sse=("pca_test_sse", "first"),
+    ).reset_index()
+    sizes.attrs = ok.attrs
+    return sizes
 
 
 def _settings(overrides: Sequence[str]) -> dict[str, str]:
@@ -126,14 +146,22 @@ def draw_loss_vs_dim(table: pd.DataFrame) -> Figure:
     fig = Figure(figsize=(11 if angles else 7, 4.8), dpi=DPI)
     axes = fig.subplots(1, 2 if angles else 1, squeeze=False)[0]
     pca_curves: list[tuple[str, tuple]] = []
-    for label, rows in combinations(ok):
+    for label, rows in combinations(per_size(ok)):
         rows = rows.sort_values("dim_z")
-        axes[0].plot(rows["dim_z"], rows["test_sse"], "o-", label=f"AE {label}".strip())
+        seeds = int(rows["n_seeds"].max())
+        name = f"AE {label}".strip() + (
+            f" (mean of {seeds} seeds, band: min-max)" if seeds > 1 else ""
+        )
+        line = axes[0].plot(rows["dim_z"], rows["test_sse"], "o-", label=name)[0]
+        if seeds > 1:
+            axes[0].fill_between(rows["dim_z"], rows["test_sse_min"], rows["test_sse_max"],
+                                 color=line.get_color(), alpha=0.2)  # fmt: skip
         curve = tuple(zip(rows["dim_z"], rows["pca_test_sse"].round(6), strict=True))
         if curve not in [c for _, c in pca_curves]:
             pca_curves.append((label, curve))
-        if angles:
-            axes[1].plot(rows["dim_z"], rows["max_principal_angle_deg"], "o-", label=label or None)
+    for label, rows in combinations(ok) if angles else []:
+        rows = rows.sort_values("dim_z")
+        axes[1].plot(rows["dim_z"], rows["max_principal_angle_deg"], "o-", label=label or None)
     for i, (label, curve) in enumerate(pca_curves):
         dims, errors = zip(*curve, strict=True)
         name = "PCA (closed form)" + (f" {label}" if len(pca_curves) > 1 else "")
@@ -165,7 +193,10 @@ def draw_loss_vs_dim(table: pd.DataFrame) -> Figure:
 def draw_sweep_montage(rows: pd.DataFrame) -> Figure | None:
     """Originals, then one row per dim (descending) from each job's samples.npz."""
     samples = []
-    for _, row in rows[rows["status"] == "ok"].sort_values("dim_z", ascending=False).iterrows():
+    ok = rows[rows["status"] == "ok"]
+    if "seed" in ok and ok["seed"].nunique() > 1:  # one row per size: the first seed's
+        ok = ok[ok["seed"] == ok["seed"].min()]
+    for _, row in ok.sort_values("dim_z", ascending=False).iterrows():
         path = Path(row["run_dir"]) / "samples.npz"
         if path.is_file():
             samples.append((int(row["dim_z"]), np.load(path)))
@@ -245,7 +276,8 @@ def markdown_report(sweep_dir: Path, table: pd.DataFrame, montages: list[tuple[s
     command = sweep_command(sweep_dir)
     if command:
         parts += ["Made by:", "", "```bash", command, "```", ""]
-    shown = [*settings, "dim_z", "test_sse", "pca_test_sse", "test_mse", "pca_test_mse",
+    seeds = ["seed"] if "seed" in table and table["seed"].nunique() > 1 else []
+    shown = [*settings, "dim_z", *seeds, "test_sse", "pca_test_sse", "test_mse", "pca_test_mse",
              "epochs", "seconds", "status"]  # fmt: skip
     parts += [
         "## Results",
@@ -271,24 +303,40 @@ def markdown_report(sweep_dir: Path, table: pd.DataFrame, montages: list[tuple[s
 
 
 def against_pca(ok: pd.DataFrame, settings: list[str]) -> list[str]:
-    """The PCA comparison section of report.md: ratio per size, and angles for linear AEs."""
+    """The PCA comparison section of report.md: ratio per size, and angles for linear AEs.
+    With several seeds a size counts as a win only where every seed beats PCA."""
     if not len(ok):
         return []
-    versus = ok[[*settings, "dim_z", "test_sse", "pca_test_sse"]].copy()
-    nonzero = versus["pca_test_sse"].where(versus["pca_test_sse"] > 1e-6)  # PCA at k = d is exact
-    versus["AE / PCA"] = versus["test_sse"] / nonzero
-    gap = versus["test_sse"] - versus["pca_test_sse"]
-    tie = gap.abs() <= np.maximum(0.01 * versus["pca_test_sse"], 0.05)  # 1%, or 0.05 near zero
-    versus["beats PCA"] = np.select([tie, gap < 0], ["tie", "yes"], "no")
+    gap = ok["test_sse"] - ok["pca_test_sse"]
+    tie = gap.abs() <= np.maximum(0.01 * ok["pca_test_sse"], 0.05)  # 1%, or 0.05 near zero
+    verdicts = ok.assign(verdict=np.select([tie, gap < 0], [1, 0], 2))  # 0 yes, 1 tie, 2 no
+    sizes = per_size(ok)
+    worst = verdicts.groupby([*settings, "dim_z"], sort=False, dropna=False)["verdict"].max()
+    sizes["beats PCA"] = np.array(["yes", "tie", "no"])[worst.to_numpy()]
+    nonzero = sizes["pca_test_sse"].where(sizes["pca_test_sse"] > 1e-6)  # PCA at k = d is exact
+    sizes.insert(sizes.columns.get_loc("pca_test_sse") + 1, "AE / PCA", sizes["test_sse"] / nonzero)
+    seeds = int(sizes["n_seeds"].max())
+    shown = [*settings, "dim_z", "test_sse", "pca_test_sse", "AE / PCA", "beats PCA"]
+    if seeds > 1:
+        shown[shown.index("test_sse") + 1 : shown.index("test_sse") + 1] = [
+            "test_sse_std",
+            "test_sse_max",
+        ]
+        shown.insert(len(settings) + 1, "n_seeds")
+    versus = sizes[shown]
     if "max_principal_angle_deg" in ok and ok["max_principal_angle_deg"].notna().any():
-        versus["largest principal angle (deg)"] = ok["max_principal_angle_deg"]
+        angle = ok.groupby([*settings, "dim_z"], sort=False, dropna=False)[
+            "max_principal_angle_deg"
+        ]
+        versus = versus.assign(**{"largest principal angle (deg)": angle.max().to_numpy()})
     wins = int((versus["beats PCA"] == "yes").sum())
     ties = int((versus["beats PCA"] == "tie").sum())
+    every = f", every one of {seeds} seeds," if seeds > 1 else ""
     return [
         "## Against PCA",
         "",
-        f"The autoencoder beats closed-form PCA at {wins} of {len(versus)} sizes and ties it "
-        f"(within 1%, or 0.05 per image near zero) at {ties}.",
+        f"The autoencoder{every} beats closed-form PCA at {wins} of {len(versus)} sizes and "
+        f"ties it (within 1%, or 0.05 per image near zero) at {ties}.",
         "",
         markdown_table(versus),
         "",
@@ -300,6 +348,7 @@ def format_table(table: pd.DataFrame) -> str:
     columns = [
         *table.attrs.get("settings", []),
         "dim_z",
+        *(["seed"] if "seed" in table and table["seed"].nunique() > 1 else []),
         "test_sse",
         "pca_test_sse",
         "test_mse",

@@ -23,14 +23,16 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.accelerators import CPUAccelerator
-from pytorch_lightning.callbacks import Checkpoint
+from pytorch_lightning.callbacks import Callback, Checkpoint
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.utilities import rank_zero_only
+from torch import Tensor
 
 from aesweep.config import NOT_JOB_SETTINGS, RESULT, ConfigError, check_machine
 from aesweep.data import DataError, Splits, TensorDataModule, load_splits
@@ -107,10 +109,12 @@ class LastCheckpoint(Checkpoint):
                 self._save(trainer)
 
 
-def build_model(cfg: DictConfig, splits: Splits) -> AutoEncoder:
+def build_model(cfg: DictConfig, splits: Splits, pca: PCAFit) -> AutoEncoder:
     model = new_model(cfg, splits.input_dim)
     if cfg.model.center:
         model.mean.copy_(splits.train_x.mean(dim=0))
+    if model.residual:
+        model.init_from_pca(pca.mean, pca.components[: cfg.dim_z])
     return model
 
 
@@ -127,6 +131,10 @@ def new_model(cfg: DictConfig, input_dim: int) -> AutoEncoder:
         scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.scheduler else None,
         center=cfg.model.center,
         steps_per_call=steps_per_call(cfg),
+        kind=str(cfg.model.kind),
+        input_noise=cfg.model.input_noise,
+        linear_lr_scale=cfg.model.linear_lr_scale,
+        seed=cfg.seed,
     )
 
 
@@ -142,6 +150,58 @@ def steps_per_call(cfg: DictConfig) -> int:
     return cfg.steps_per_call
 
 
+def selection(cfg: DictConfig) -> list[Callback]:
+    return [KeepBest(cfg.patience)] if cfg.select == "best" else []
+
+
+class KeepBest(Callback):
+    """select=best: keep the weights of the lowest val_mse, the untrained model (for the
+    residual model: PCA) included, and restore them when fit ends; with `patience`, stop
+    after that many validations without a better one. Chosen on validation alone: the test
+    split is scored once, afterwards. (Lightning's EarlyStopping and ModelCheckpoint know no
+    step-0 candidate.) Its state rides in the checkpoint, so a resumed run keeps its best."""
+
+    def __init__(self, patience: int | None) -> None:
+        self.patience, self.best, self.best_epoch, self.wait = patience, math.inf, -1, 0
+        self.weights: dict[str, Tensor] | None = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.weights is None:  # not resumed: the starting point is the first candidate
+            dtype = next(pl_module.parameters()).dtype  # *-true precisions: the model's
+            x = trainer.datamodule.val_x.to(dtype)
+            with torch.no_grad():
+                pl_module.eval()
+                self._consider(F.mse_loss(pl_module(x), x).item(), pl_module, epoch=-1)
+                pl_module.train()
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or "val_mse" not in trainer.callback_metrics:
+            return
+        value = float(trainer.callback_metrics["val_mse"])
+        if not self._consider(value, pl_module, trainer.current_epoch):
+            self.wait += 1
+            trainer.should_stop = trainer.should_stop or self.wait >= (self.patience or math.inf)
+
+    def _consider(self, value: float, pl_module: pl.LightningModule, epoch: int) -> bool:
+        if value >= self.best:
+            return False
+        self.best, self.best_epoch, self.wait = value, epoch, 0
+        self.weights = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+        return True
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.weights is not None:
+            pl_module.load_state_dict(self.weights)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait,
+                "weights": self.weights}  # fmt: skip
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best, self.best_epoch = state_dict["best"], state_dict["best_epoch"]
+        self.wait, self.weights = state_dict["wait"], state_dict["weights"]
+
+
 def build_trainer(cfg: DictConfig, run_dir: Path, last: LastCheckpoint) -> pl.Trainer:
     """The configured Trainer with the chosen loggers (by default metrics.csv) and last.ckpt
     in the run folder."""
@@ -149,7 +209,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, last: LastCheckpoint) -> pl.Tr
         cfg.trainer,
         default_root_dir=str(run_dir),
         logger=build_loggers(cfg, run_dir) or False,
-        callbacks=[last, *plain_progress(cfg.trainer)],
+        callbacks=[*selection(cfg), last, *plain_progress(cfg.trainer)],
     )
     if isinstance(trainer.accelerator, CPUAccelerator):
         # Lightning sets this at import so that CUDA checks never initialise CUDA before a
@@ -169,7 +229,7 @@ def check_checkpoint(path: Path, model: AutoEncoder) -> dict[str, Any]:
         raise CheckpointError(
             f"checkpoint {path} is damaged or not a Lightning checkpoint ({e})"
         ) from e
-    for key in ("input_dim", "dim_z", "hidden", "activation", "output"):
+    for key in ("kind", "input_dim", "dim_z", "hidden", "activation", "output"):
         if saved.get(key) != model.hparams[key]:
             raise CheckpointError(
                 f"checkpoint {path} was trained with {key}={saved.get(key)}, this run has "
@@ -201,7 +261,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     clock.lap("data")
     pca = pca_of(cfg.data, splits)
     clock.lap("pca")
-    model = build_model(cfg, splits)
+    model = build_model(cfg, splits, pca)
     datamodule = TensorDataModule(
         splits, cfg.data.batch_size, cfg.seed, model.hparams.steps_per_call
     )
@@ -240,6 +300,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "n_val": len(splits.val_x),
         "n_test": len(splits.test_x),
         "epochs": trainer.current_epoch,
+        "best_epoch": next(
+            (c.best_epoch + 1 for c in trainer.callbacks if isinstance(c, KeepBest)), None
+        ),
         "steps": trainer.global_step,
         "seconds": seconds,
         "n_params": model.n_params,
@@ -303,6 +366,7 @@ def describe(cfg: DictConfig, hydra_cfg: Any, run_dir: Path) -> dict[str, Any]:
         "dim_z": cfg.dim_z,
         "data": choices.get("data"),
         "model": choices.get("model"),
+        "kind": str(cfg.model.kind),
         "hidden": list(cfg.model.hidden),
         "activation": str(cfg.model.activation),
         "output": str(cfg.model.output),

@@ -18,15 +18,21 @@ def composed(*overrides: str):
         return compose("train", list(overrides), return_hydra_config=True)
 
 
-def test_defaults_are_the_lecture_setup() -> None:
+def test_defaults_are_the_residual_pca_model_and_lecture_pins_the_lecture() -> None:
     cfg = composed()
-    assert cfg.dim_z == 32 and cfg.loss.name == "mse"
-    assert cfg.data.name == "mnist5k" and list(cfg.model.hidden) == []
+    assert cfg.dim_z == 32 and cfg.loss.name == "sse" and cfg.data.name == "mnist5k"
+    model = (cfg.model.kind, list(cfg.model.hidden), cfg.model.output)
+    assert model == ("residual", [256, 256, 256], "clamp")
+    assert (cfg.select, cfg.patience, cfg.trainer.max_epochs) == ("best", 10, 50)
     assert cfg.optimizer._target_ == "torch.optim.Adam" and cfg.optimizer._partial_
     assert list(cfg.sweep.dims) == [784, 256, 64, 32, 16, 8, 4, 2, 1]
     assert cfg.trainer._target_ == "pytorch_lightning.Trainer"
     assert list(cfg.logger) == ["csv"]  # metrics.csv in the run folder
     validate(cfg)
+    lecture = composed("experiment=lecture")
+    assert (lecture.model.kind, list(lecture.model.hidden), lecture.loss.name) == ("mlp", [], "mse")
+    assert (lecture.select, lecture.scheduler, lecture.trainer.max_epochs) == ("last", None, 100)
+    assert composed("loss=mse").loss.name == "mse"  # the command line still chooses
 
 
 @pytest.mark.parametrize(

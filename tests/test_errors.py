@@ -59,8 +59,8 @@ BAD_INPUT = [
         ["train", "loss=bce", "model.output=identity"],
         "loss=bce is invalid: needs model.output=sigmoid",
     ),
-    (["train", "loss=huber"], "loss=huber is invalid: must be one of bce, l1, mse"),
-    (["train", "loss.name=huber"], "loss.name=huber is invalid: must be one of mse, bce, l1"),
+    (["train", "loss=huber"], "loss=huber is invalid: must be one of bce, l1, mse, sse"),
+    (["train", "loss.name=huber"], "loss.name=huber is invalid: must be one of mse, sse, bce, l1"),
     (["train", "model.hidden=[8,x]"], "model.hidden=[8,x] is invalid: must be a list of integers"),
     (["train", "threads=many"], "threads=many is invalid: must be an integer or null"),
     (
@@ -81,6 +81,7 @@ BAD_INPUT = [
     ),
     (["train", "trainer.devices=0"], "trainer.devices=0 is invalid: must be auto, -1, a positive"),
     (["train", "trainer.precision=8"], "trainer.precision=8 is invalid: must be one of 32-true"),
+    (["train", "trainer.precision=16-true"], "trainer.precision=16-true is invalid: must be one"),
     (["train", "trainer.foo=1"], "trainer.foo=1 is invalid: there is no such setting"),
     (["train", "+trainer.foo=1"], "trainer.foo=1 is invalid: is not a pytorch_lightning.Trainer"),
     (["train", "modle.hidden=[8]"], "modle.hidden=[8] is invalid: there is no such setting"),

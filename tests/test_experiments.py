@@ -17,7 +17,7 @@ from tests.test_data import write_idx
 
 def test_capacity_draws_one_curve_and_one_montage_per_architecture(aesweep, tmp_path) -> None:
     outcome = aesweep("sweep", "experiment=capacity", "sweep.dims=[4,2]", *SMOKE,
-                      "data.subset=200", "hydra.sweep.dir=sw")  # fmt: skip
+                      "trainer.max_epochs=2", "data.subset=200", "hydra.sweep.dir=sw")  # fmt: skip
     assert outcome.code == 0, outcome.err
     sweep = tmp_path / "sw"
     table = pd.read_csv(sweep / "loss_vs_dim.csv", dtype={"model.hidden": str})
@@ -79,7 +79,7 @@ def test_the_hinton2006_recipe_runs_offline_on_a_tiny_idx_subset(aesweep, tmp_pa
                       "hydra.run.dir=run")  # fmt: skip
     assert outcome.code == 0, outcome.err
     result = json.loads((tmp_path / "run" / "result.json").read_text())
-    assert (result["dim_z"], result["hidden"], result["loss"]) == (30, [1000, 500, 250], "bce")
+    assert (result["dim_z"], result["hidden"], result["kind"]) == (30, [1000, 500, 250], "residual")
     assert (result["data"], result["n_train"], result["n_test"]) == ("mnist", 70, 20)
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
-    assert ckpt["lr_schedulers"][0]["T_max"] == 1  # cosine annealing over max_epochs
+    assert ckpt["lr_schedulers"][0]["T_max"] == 1  # cosine over every step: 70 images, 1 batch

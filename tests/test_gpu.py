@@ -81,8 +81,8 @@ def test_a_gpu_run_resumed_mid_epoch_matches_one_never_interrupted(aesweep, tmp_
 def test_divergence_on_the_gpu_names_the_step_and_keeps_a_finite_checkpoint(aesweep, tmp_path):
     explode = "scheduler={_target_:torch.optim.lr_scheduler.ExponentialLR,_partial_:true,gamma:1e4}"
     outcome = aesweep("train", "dim_z=4", *GPU, "trainer.max_epochs=5", "steps_per_call=4",
-                      "model.output=identity", "optimizer=sgd", "optimizer.lr=1e-3", explode,
-                      "hydra.run.dir=run")  # fmt: skip
+                      "model=mlp", "model.output=identity", "optimizer=sgd", "optimizer.lr=1e-3",
+                      explode, "hydra.run.dir=run")  # fmt: skip
     assert outcome.code == 1
     error = result_of(tmp_path / "run")["error"]
     assert re.search(r"became (nan|inf) at epoch \d+, step \d+", error), error

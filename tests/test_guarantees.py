@@ -15,7 +15,7 @@ import torch
 from tests.conftest import SMOKE, run_subprocess
 from tests.test_sweep import status_of, wait_for
 
-LONG = ["data.subset=300", "trainer=smoke", "trainer.max_epochs=300"]
+LONG = ["data.subset=300", "trainer=smoke", "trainer.max_epochs=300", "patience=null"]
 
 
 def start(*args: str) -> subprocess.Popen:

@@ -178,7 +178,13 @@ def test_a_linear_run_reports_its_subspace_and_draws_its_components(aesweep, tmp
     import matplotlib.image
 
     outcome = aesweep(
-        "train", "model=linear", "dim_z=20", "trainer=smoke", "data.subset=500", "hydra.run.dir=run"
+        "train",
+        "model=linear",
+        "dim_z=20",
+        "trainer=smoke",
+        "trainer.max_epochs=2",
+        "data.subset=500",
+        "hydra.run.dir=run",
     )
     assert outcome.code == 0, outcome.err
     result = json.loads((tmp_path / "run" / "result.json").read_text())

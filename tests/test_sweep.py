@@ -163,6 +163,7 @@ def test_resume_after_kill_9_reruns_only_unfinished_dims(tmp_path: Path) -> None
         "data.subset=300",
         "trainer=smoke",
         "trainer.max_epochs=150",
+        "patience=null",
         f"hydra.sweep.dir={sweep}",
     ]
     proc = subprocess.Popen(

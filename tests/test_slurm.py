@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from tests.conftest import SMOKE, run_subprocess
+from tests.test_sweep import status_of, wait_for
 
 SCRIPT = Path(__file__).parents[1] / "scripts" / "slurm_cluster.sh"
 SLURM = "hydra/launcher=submitit_slurm"
@@ -113,20 +113,6 @@ def test_a_gpu_job_on_a_node_without_one_fails_inside_the_job(slurm_conf, tmp_pa
     assert rows["error"].str.contains("no CUDA GPU is visible").all()
 
 
-def wait_for(condition, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
-def status_of(job: Path) -> str | None:
-    try:
-        return json.loads((job / "result.json").read_text())["status"]
-    except (OSError, ValueError, KeyError):
-        return None
-
-
 def test_scancel_then_resume_finishes_each_job_once(slurm_conf, tmp_path: Path) -> None:
     sweep = tmp_path / "sw"
     args = [SLURM, "sweep.dims=[4,2]", *SMOKE, "trainer.max_epochs=30", f"hydra.sweep.dir={sweep}"]
@@ -138,7 +124,7 @@ def test_scancel_then_resume_finishes_each_job_once(slurm_conf, tmp_path: Path) 
     )
     cancelled = sweep / "dim_z=2"
     try:
-        wait_for(lambda: (cancelled / "checkpoints" / "last.ckpt").is_file())
+        wait_for(timeout=180, condition=lambda: (cancelled / "checkpoints" / "last.ckpt").is_file())
         job = slurm_job_id(cancelled)
         subprocess.run(["scancel", job], check=True)
         out, _ = proc.communicate(timeout=180)

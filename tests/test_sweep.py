@@ -151,7 +151,7 @@ def wait_for(condition, timeout: float = 120) -> None:
 def status_of(job: Path) -> str | None:
     try:
         return json.loads((job / "result.json").read_text())["status"]
-    except (OSError, ValueError):
+    except (OSError, ValueError, KeyError):
         return None
 
 

@@ -46,19 +46,22 @@ def test_sigterm_keeps_the_checkpoint_and_resume_finishes_the_run(tmp_path: Path
 
 def test_ctrl_c_stops_a_sweep_cleanly_and_its_resume_finishes_it(tmp_path: Path) -> None:
     sweep = tmp_path / "sw"
-    proc = start("sweep", "sweep.dims=[16,8]", *LONG, f"hydra.sweep.dir={sweep}")
+    endless = [*LONG, "trainer.max_epochs=100000"]  # still training when the signal lands
+    proc = start("sweep", "sweep.dims=[16,8]", *endless, f"hydra.sweep.dir={sweep}")
     wait_for(lambda: (sweep / "dim_z=16" / "checkpoints" / "last.ckpt").is_file())
+    assert proc.poll() is None
     proc.send_signal(signal.SIGINT)
     proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGINT
     assert status_of(sweep / "dim_z=16") == "interrupted"
     assert not (sweep / "dim_z=8").exists()
+    stopped = torch.load(sweep / "dim_z=16/checkpoints/last.ckpt", weights_only=False)["epoch"]
 
-    done = run_subprocess("sweep", f"resume={sweep}")
+    done = run_subprocess("sweep", f"resume={sweep}", "trainer.max_epochs=3")  # may shorten it
     assert done.returncode == 0, done.stderr
     table = pd.read_csv(sweep / "loss_vs_dim.csv")
     assert table["dim_z"].tolist() == [16, 8] and (table["status"] == "ok").all()
-    assert table["epochs"].tolist() == [300, 300]
+    assert table["epochs"].tolist() == [max(3, stopped), 3]
 
 
 def test_a_damaged_checkpoint_is_named(aesweep, tmp_path: Path) -> None:

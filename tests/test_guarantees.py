@@ -19,8 +19,16 @@ LONG = ["data.subset=300", "trainer=smoke", "trainer.max_epochs=300", "patience=
 
 
 def start(*args: str) -> subprocess.Popen:
+    """`aesweep <args>` as a process that takes Ctrl-C as a terminal's would: a test runner
+    started in the background by a non-interactive shell ignores SIGINT, and a child would
+    inherit that."""
+
+    def ctrl_c_as_in_a_terminal() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
     return subprocess.Popen([sys.executable, "-m", "aesweep", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=ctrl_c_as_in_a_terminal)  # fmt: skip
 
 
 def test_sigterm_keeps_the_checkpoint_and_resume_finishes_the_run(tmp_path: Path) -> None:
@@ -48,10 +56,13 @@ def test_ctrl_c_stops_a_sweep_cleanly_and_its_resume_finishes_it(tmp_path: Path)
     sweep = tmp_path / "sw"
     endless = [*LONG, "trainer.max_epochs=100000"]  # still training when the signal lands
     proc = start("sweep", "sweep.dims=[16,8]", *endless, f"hydra.sweep.dir={sweep}")
-    wait_for(lambda: (sweep / "dim_z=16" / "checkpoints" / "last.ckpt").is_file())
-    assert proc.poll() is None
-    proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=120)
+    try:
+        wait_for(lambda: (sweep / "dim_z=16" / "checkpoints" / "last.ckpt").is_file())
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=120)
+    finally:
+        proc.kill()  # never leave an endless sweep behind
     assert proc.returncode == 128 + signal.SIGINT
     assert status_of(sweep / "dim_z=16") == "interrupted"
     assert not (sweep / "dim_z=8").exists()

@@ -13,6 +13,7 @@ from typing import Any
 
 from aesweep import __version__
 from aesweep.config import ConfigError, show
+from aesweep.config import override_key as _key
 
 USAGE = """\
 usage: aesweep <command> [key=value ...]
@@ -168,11 +169,7 @@ def _help_header(command: str, args: Any) -> list[str]:
 
 
 def _value(overrides: list[str], key: str) -> str | None:
-    for o in overrides:
-        k, _, v = o.partition("=")
-        if k.lstrip("+~") == key:
-            return v
-    return None
+    return next((o.partition("=")[2] for o in overrides if _key(o) == key), None)
 
 
 def _is_hydra_key(key: str) -> bool:
@@ -276,10 +273,6 @@ def _composition_error(e: Exception, overrides: list[str]) -> str:
             f"aesweep train --cfg job; add a new key with +{name}={value})"
         )
     return f"{shown} is invalid: must be {expected(key)}"
-
-
-def _key(override: str) -> str:
-    return override.partition("=")[0].lstrip("+~")
 
 
 def validate_job(cfg: Any, job_name: str, multirun: bool) -> None:

@@ -100,6 +100,20 @@ class TrainConfig:
     logger: dict[str, Any] = field(default_factory=dict)  # name -> a Lightning logger config
 
 
+def override_key(override: str) -> str:
+    """The key an override sets: `+key=v`, `~key` and `key=v` all name `key`."""
+    return override.partition("=")[0].lstrip("+~")
+
+
+def job_settings(overrides: Any, skip: tuple[str, ...] = NOT_JOB_SETTINGS) -> dict[str, str]:
+    """key -> value of the overrides that describe a job (not those in `skip`)."""
+    return {
+        override_key(o): o.partition("=")[2]
+        for o in overrides
+        if "=" in o and override_key(o) not in skip
+    }
+
+
 class ConfigError(ValueError):
     """A user's setting is invalid; the message is the one line we print."""
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from aesweep.config import ConfigError
+from aesweep.config import ConfigError, job_settings
 
 # logger key -> (modules it imports, the aesweep extra that installs them)
 REQUIREMENTS = {
@@ -101,9 +101,8 @@ def job_parameters() -> dict[str, str]:
 
     if not HydraConfig.initialized():
         return {}
-    pairs = (o.split("=", 1) for o in HydraConfig.get().overrides.task if "=" in o)
-    skip = ("resume", "ckpt_path")
-    return {f"overrides/{k.lstrip('+~')}": v for k, v in pairs if k.lstrip("+~") not in skip}
+    settings = job_settings(HydraConfig.get().overrides.task)
+    return {f"overrides/{k}": v for k, v in settings.items()}
 
 
 def log_results(loggers: list[Any], metrics: dict[str, Any], step: int) -> None:

@@ -143,18 +143,18 @@ class AutoEncoder(pl.LightningModule):
             self._track(loss, len(batch))
             self._sync_every_n_steps(1)
             return loss
-        optimizer = self.optimizers()
+        optimizer, scheduler = self.optimizers(), self.lr_schedulers()
         for x in batch:
             loss = self._loss(x, training=True)
             self._track(loss, len(x))
             optimizer.zero_grad(set_to_none=True)
             self.manual_backward(loss)
             optimizer.step()
-            if self._interval == "step" and self.lr_schedulers() is not None:
-                self.lr_schedulers().step()
+            if scheduler is not None and self._interval == "step":
+                scheduler.step()
         last = batch_idx + 1 == self.trainer.num_training_batches
-        if self._interval == "epoch" and last and self.lr_schedulers() is not None:
-            self.lr_schedulers().step()  # where Lightning steps an epoch scheduler
+        if scheduler is not None and self._interval == "epoch" and last:
+            scheduler.step()  # where Lightning steps an epoch scheduler
         self._sync_every_n_steps(len(batch))
         return None
 

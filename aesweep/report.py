@@ -18,7 +18,7 @@ import pandas as pd
 from hydra.experimental.callback import Callback
 from matplotlib.figure import Figure
 
-from aesweep.config import NOT_JOB_SETTINGS, RESULT
+from aesweep.config import NOT_JOB_SETTINGS, RESULT, job_settings
 from aesweep.io import save_figure, write_text
 from aesweep.plots import DPI, draw_montage
 
@@ -116,8 +116,7 @@ def per_size(ok: pd.DataFrame) -> pd.DataFrame:
 
 
 def _settings(overrides: Sequence[str]) -> dict[str, str]:
-    pairs = (o.split("=", 1) for o in overrides if "=" in o)
-    return {k.lstrip("+~"): v for k, v in pairs if k.lstrip("+~") not in IGNORED_OVERRIDES}
+    return job_settings(overrides, skip=IGNORED_OVERRIDES)
 
 
 def combinations(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:

@@ -34,7 +34,7 @@ from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.utilities import rank_zero_only
 from torch import Tensor
 
-from aesweep.config import NOT_JOB_SETTINGS, RESULT, ConfigError, check_machine
+from aesweep.config import NOT_JOB_SETTINGS, RESULT, ConfigError, check_machine, override_key
 from aesweep.data import DataError, Splits, TensorDataModule, load_splits
 from aesweep.io import save_figure, write_json
 from aesweep.loggers import build_loggers, log_results
@@ -364,7 +364,7 @@ def is_linear(cfg: DictConfig) -> bool:
 def describe(cfg: DictConfig, hydra_cfg: Any, run_dir: Path) -> dict[str, Any]:
     """The settings that identify a job in result.json and in the sweep table."""
     choices = hydra_cfg.runtime.choices
-    overrides = [o for o in hydra_cfg.overrides.task if o.partition("=")[0] not in NOT_JOB_SETTINGS]
+    overrides = [o for o in hydra_cfg.overrides.task if override_key(o) not in NOT_JOB_SETTINGS]
     return {
         "dim_z": cfg.dim_z,
         "data": choices.get("data"),

@@ -3,13 +3,13 @@ guard. Run where CUDA is visible (`pytest -m gpu`); skipped, with the reason, el
 
 from __future__ import annotations
 
-import json
 import re
-from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
+
+from tests.test_train import result_of
 
 pytestmark = pytest.mark.gpu
 GPU = [
@@ -18,10 +18,6 @@ GPU = [
     "data.subset=500",
     "trainer.enable_progress_bar=false",
 ]
-
-
-def result_of(run: Path) -> dict:
-    return json.loads((run / "result.json").read_text())
 
 
 def test_a_chunked_gpu_run_matches_the_plain_one(aesweep, tmp_path) -> None:

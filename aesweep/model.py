@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import pytorch_lightning as pl
@@ -69,6 +70,7 @@ class AutoEncoder(pl.LightningModule):
         input_noise: float = 0.0,
         linear_lr_scale: float = 1.0,
         seed: int = 0,
+        cuda_graph: bool = True,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -120,12 +122,23 @@ class AutoEncoder(pl.LightningModule):
         return self.decode(self.encode(x))
 
     def _loss(self, x: Tensor, training: bool = False) -> Tensor:
-        noisy = x
-        if training and self.hparams.input_noise > 0:  # seeded by (seed, step): resumable
-            self._noise.manual_seed(self.hparams.seed * 1_000_003 + self.global_step)
-            noise = torch.randn(x.shape, generator=self._noise, device=x.device, dtype=x.dtype)
-            noisy = x + self.hparams.input_noise * noise
-        logits = self.decode_logits(self.encode(noisy))
+        noise = self._draw_noise(x) if training else None
+        return self._loss_of(x, x if noise is None else x + self.hparams.input_noise * noise)
+
+    def _draw_noise(self, x: Tensor, out: Tensor | None = None) -> Tensor | None:
+        """The step's input noise (None without), seeded by (seed, step): a resumed run
+        draws the same."""
+        if self.hparams.input_noise == 0:
+            return None
+        self._noise.manual_seed(self.hparams.seed * 1_000_003 + self.global_step)
+        if out is not None:
+            return torch.randn(x.shape, generator=self._noise, out=out)
+        return torch.randn(x.shape, generator=self._noise, device=x.device, dtype=x.dtype)
+
+    def _loss_of(self, x: Tensor, noisy: Tensor) -> Tensor:
+        return self._loss_from_logits(x, self.decode_logits(self.encode(noisy)))
+
+    def _loss_from_logits(self, x: Tensor, logits: Tensor) -> Tensor:
         name = self.hparams.loss
         if name == "bce":
             return F.binary_cross_entropy_with_logits(logits, x)
@@ -145,10 +158,7 @@ class AutoEncoder(pl.LightningModule):
             return loss
         optimizer, scheduler = self.optimizers(), self.lr_schedulers()
         for x in batch:
-            loss = self._loss(x, training=True)
-            self._track(loss, len(x))
-            optimizer.zero_grad(set_to_none=True)
-            self.manual_backward(loss)
+            self._track(self._forward_backward(x, optimizer), len(x))
             optimizer.step()
             if scheduler is not None and self._interval == "step":
                 scheduler.step()
@@ -158,17 +168,35 @@ class AutoEncoder(pl.LightningModule):
         self._sync_every_n_steps(len(batch))
         return None
 
+    def _forward_backward(self, x: Tensor, optimizer: Any) -> Tensor:
+        """The loss of mini-batch x, its gradients in the parameters' .grad: replayed from
+        the CUDA graph where one applies (cuda_graph=true, chunked steps on one CUDA device
+        at a true precision), else computed eagerly."""
+        if self._graph is None and self._graphs:
+            self._graph = CapturedStep(self, x)
+        if self._graph is not None and x.shape == self._graph.x.shape:
+            self._draw_noise(x, out=self._graph.noise)
+            return self._graph.run(x)
+        loss = self._loss(x, training=True)
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        return loss.detach()
+
+    def _graph_blocker(self) -> str | None:
+        """Why chunked steps on this CUDA device cannot replay a graph (None: they can):
+        several devices sync gradients in Lightning's backward; mixed precisions autocast."""
+        if self.trainer.world_size > 1:
+            return f"{self.trainer.world_size} devices"
+        if not str(self.trainer.precision).endswith("-true"):
+            return f"trainer.precision={self.trainer.precision} autocasts"
+        return None
+
     def _track(self, loss: Tensor, n: int) -> None:
-        """The epoch's running loss and the first non-finite step, kept on the device: no
-        host sync per step (each one would stall a GPU)."""
-        loss = loss.detach().float()
-        self._loss_sum += loss * n
-        self._loss_count += n
-        bad = (self._bad_step < 0) & ~torch.isfinite(loss)
-        self._bad_step = torch.where(bad, self.global_step, self._bad_step)
-        self._bad_epoch = torch.where(bad, self.current_epoch, self._bad_epoch)
-        self._bad_loss = torch.where(bad, loss, self._bad_loss)
-        self._last_loss = loss
+        """Keep the step's loss on the device (no host sync per step: each one would stall
+        a GPU) with its size, epoch and step, for the epoch's mean and the divergence check."""
+        self._losses.append(loss.detach())
+        self._sizes.append(n)
+        self._where.append((self.current_epoch, self.global_step))
 
     def _sync_every_n_steps(self, steps: int) -> None:
         """Read the device every log_every_n_steps steps: divergence check and the step log."""
@@ -176,41 +204,55 @@ class AutoEncoder(pl.LightningModule):
         if self._unsynced >= self.trainer.log_every_n_steps:
             self._unsynced = 0
             self.check_finite()
-            value = {"train_loss_step": self._last_loss.item(), "epoch": self.current_epoch}
+            value = {"train_loss_step": float(self._losses[-1]), "epoch": self.current_epoch}
             for logger in self.loggers:  # every chosen logger, e.g. logger=[csv,tensorboard]
                 logger.log_metrics(value, self.global_step)
 
     def check_finite(self) -> None:
-        """Raise DivergenceError naming the first non-finite step since the epoch began."""
-        step = int(self._bad_step)
-        if step >= 0:
+        """Raise DivergenceError naming the first non-finite step not checked yet."""
+        pending = self._losses[self._checked :]
+        if not pending:
+            return
+        finite = torch.isfinite(torch.stack(pending).float())
+        if not bool(finite.all()):
+            first = self._checked + int((~finite).int().argmax())
+            epoch, step = self._where[first]
             lr = self.trainer.optimizers[0].param_groups[0]["lr"]
             raise DivergenceError(
-                f"training loss became {float(self._bad_loss)} at epoch {int(self._bad_epoch)}, "
+                f"training loss became {float(self._losses[first])} at epoch {epoch}, "
                 f"step {step}; try a lower optimizer.lr (now {lr:g})"
             )
+        self._checked = len(self._losses)
 
     def on_train_start(self) -> None:
         self._noise = torch.Generator(device=self.device)
+        self._graph: CapturedStep | None = None
+        chunked_cuda = not self.automatic_optimization and self.device.type == "cuda"
+        self._graphs = bool(self.hparams.cuda_graph and chunked_cuda)
+        if self._graphs and (blocker := self._graph_blocker()):
+            print(f"aesweep: cuda_graph=true runs eagerly: {blocker}", file=sys.stderr)
+            self._graphs = False
         self.on_train_epoch_start()  # a run resumed mid-epoch starts without that hook
 
     def on_train_epoch_start(self) -> None:
-        zero = torch.zeros((), device=self.device)
-        self._loss_sum, self._loss_count, self._last_loss = zero, 0, zero
-        self._bad_step = self._bad_epoch = torch.full((), -1, device=self.device)
-        self._bad_loss = zero
-        self._unsynced = 0
+        self._losses: list[Tensor] = []
+        self._sizes: list[int] = []
+        self._where: list[tuple[int, int]] = []
+        self._checked = self._unsynced = 0
 
     def on_train_epoch_end(self) -> None:
         self.check_finite()
-        if self._loss_count:
-            mean = self._loss_sum / self._loss_count
+        if self._losses:
+            losses = torch.stack(self._losses).float()
+            mean = (losses * losses.new_tensor(self._sizes)).sum() / sum(self._sizes)
             self.log("train_loss", mean, prog_bar=True, sync_dist=True)
 
     def validation_step(self, batch: Tensor, batch_idx: int) -> None:
         log = dict(prog_bar=True, batch_size=len(batch), sync_dist=True)
-        self.log("val_loss", self._loss(batch), **log)
-        self.log("val_mse", F.mse_loss(self(batch), batch), **log)  # what select=best ranks
+        logits = self.decode_logits(self.encode(batch))  # one forward for both
+        self.log("val_loss", self._loss_from_logits(batch, logits), **log)
+        x_hat = self._output(logits, leak=0.0)
+        self.log("val_mse", F.mse_loss(x_hat, batch), **log)  # what select=best ranks
 
     def configure_optimizers(self) -> Any:
         """The configured optimizer (the residual model's PCA path at lr x linear_lr_scale)
@@ -243,6 +285,44 @@ class AutoEncoder(pl.LightningModule):
     @property
     def n_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+class CapturedStep:
+    """One training step's forward and backward on a full mini-batch, recorded once in a
+    CUDA graph and replayed for every one after: one launch instead of one per kernel (these
+    small models are bound by kernel launches, not by arithmetic). It computes exactly what
+    the eager step computes, from the same input and noise, copied into its static buffers;
+    the optimizer and the scheduler still step through Lightning, so lr, schedules and the
+    step count behave as without it. Warm-up runs compute gradients but apply none."""
+
+    def __init__(self, model: AutoEncoder, x: Tensor) -> None:
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.x = x.detach().clone()
+        self.noise = torch.zeros_like(x) if model.hparams.input_noise > 0 else None
+
+        def loss_and_grads() -> tuple[Tensor, tuple[Tensor, ...]]:
+            noise = self.noise
+            noisy = self.x if noise is None else self.x + model.hparams.input_noise * noise
+            loss = model._loss_of(self.x, noisy)
+            return loss, torch.autograd.grad(loss, self.params)
+
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # cuBLAS handles and workspaces, outside the graph
+            for _ in range(3):
+                loss_and_grads()
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.loss, self.grads = loss_and_grads()
+
+    def run(self, x: Tensor) -> Tensor:
+        """The loss of x (a copy: the next replay overwrites the graph's), grads in .grad."""
+        self.x.copy_(x)
+        self.graph.replay()
+        for param, grad in zip(self.params, self.grads, strict=True):
+            param.grad = grad
+        return self.loss.clone()
 
 
 @torch.no_grad()

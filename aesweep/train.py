@@ -138,19 +138,31 @@ def new_model(cfg: DictConfig, input_dim: int) -> AutoEncoder:
         input_noise=cfg.model.input_noise,
         linear_lr_scale=cfg.model.linear_lr_scale,
         seed=cfg.seed,
+        cuda_graph=cfg.cuda_graph,
     )
 
 
 def steps_per_call(cfg: DictConfig) -> int:
-    """cfg.steps_per_call, or 1 with a one-line notice where a setting needs Lightning's own
-    optimizer loop (clipping, accumulation, a step limit that may end inside a chunk)."""
+    """cfg.steps_per_call (null: 32 on one CUDA device, where Lightning's per-step cost
+    dominates, else 1), or 1 where a setting needs Lightning's own optimizer loop (clipping,
+    accumulation, a step limit that may end inside a chunk): with a one-line notice if the
+    user asked for more."""
+    asked = cfg.steps_per_call
+    k = asked if asked is not None else (32 if on_one_cuda_device(cfg.trainer) else 1)
     plain = {"gradient_clip_val": None, "accumulate_grad_batches": 1, "max_steps": -1}
     needs = [f"trainer.{k}={v}" for k, d in plain.items() if (v := cfg.trainer.get(k, d)) != d]
-    if cfg.steps_per_call > 1 and needs:
-        print(f"aesweep: steps_per_call={cfg.steps_per_call} runs as 1: {needs[0]} needs "
-              f"Lightning's optimizer loop", file=sys.stderr)  # fmt: skip
+    if k > 1 and needs:
+        if asked is not None:
+            print(f"aesweep: steps_per_call={k} runs as 1: {needs[0]} needs Lightning's "
+                  f"optimizer loop", file=sys.stderr)  # fmt: skip
         return 1
-    return cfg.steps_per_call
+    return k
+
+
+def on_one_cuda_device(trainer: DictConfig) -> bool:
+    accelerator, devices = trainer.get("accelerator", "auto"), trainer.get("devices", 1)
+    cuda = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
+    return cuda and (devices == 1 or (OmegaConf.is_list(devices) and len(devices) == 1))
 
 
 def selection(cfg: DictConfig) -> list[Callback]:
@@ -232,7 +244,7 @@ def check_checkpoint(path: Path, model: AutoEncoder) -> dict[str, Any]:
         raise CheckpointError(
             f"checkpoint {path} is damaged or not a Lightning checkpoint ({e})"
         ) from e
-    for key in ("kind", "input_dim", "dim_z", "hidden", "activation", "output"):
+    for key in ("kind", "input_dim", "dim_z", "hidden", "activation", "output", "steps_per_call"):
         if saved.get(key) != model.hparams[key]:
             raise CheckpointError(
                 f"checkpoint {path} was trained with {key}={saved.get(key)}, this run has "

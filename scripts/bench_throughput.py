@@ -5,14 +5,17 @@ MNIST images, the same epochs), the data already on the device:
 - plain: the loop a user would write, batches sliced on the device;
 - graphed (CUDA only): the same loop with its step captured in a CUDA graph (static input
   buffer, capturable Adam, replay per batch): the launch-free ceiling;
+- compiled (CUDA only, --compile): the plain loop's model under
+  torch.compile(mode="reduce-overhead"), after its compile, which is timed apart;
 - aesweep: its real data module, LightningModule and Trainer as a default run sets them up
   (progress bar, CSV logging, validation, last.ckpt), with `steps_per_call` optimizer
-  steps per Lightning step.
+  steps per Lightning step (on CUDA each replayed from a CUDA graph; "eager": cuda_graph=false).
 Each repeat runs the sides back to back in one process; a ratio is the median over repeats
 of the ratio within a repeat, which cancels most of a shared machine's drift.
 
     python scripts/bench_throughput.py                      # CPU: --steps-per-call 1 8
     python scripts/bench_throughput.py --device cuda        # the GPU table of docs/benchmarks.md
+    python scripts/bench_throughput.py --device cuda --compile --batch-sizes 128
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ MODELS = {"784-32-784": [], "784-256-64-32, mirrored": [256, 64]}
 DIM_Z = 32
 
 
-def config(hidden: list[int], batch_size: int, epochs: int, device: str, k: int):
+def config(hidden: list[int], batch_size: int, epochs: int, device: str, k: int, graph=True):
     register()
     overrides = [
         "model=mlp",  # the plain network the loops below write out, with mse
@@ -52,6 +55,7 @@ def config(hidden: list[int], batch_size: int, epochs: int, device: str, k: int)
         f"trainer.max_epochs={epochs}",
         f"trainer.accelerator={'gpu' if device == 'cuda' else 'cpu'}",
         f"steps_per_call={k}",
+        f"cuda_graph={graph}",
     ]
     with initialize_config_module("aesweep.configs", version_base="1.3"):
         return compose("train", overrides)
@@ -128,6 +132,42 @@ def graphed_loop(x: torch.Tensor, hidden: list[int], batch_size: int, epochs: in
     return time.perf_counter() - start
 
 
+class CompiledLoop:
+    """The plain loop with its model under torch.compile(mode="reduce-overhead") (CUDA
+    graphs through Inductor). Compiled once, on the first call, whose compile and warm-up
+    seconds are kept in `compile_s`; full batches only, like the graphed loop."""
+
+    def __init__(self, hidden: list[int], batch_size: int) -> None:
+        self.hidden, self.batch_size, self.compile_s = hidden, batch_size, None
+
+    def __call__(self, x: torch.Tensor, epochs: int) -> float:
+        if self.compile_s is None:
+            torch.compiler.reset()
+            self.model = torch.compile(network(self.hidden, "cuda"), mode="reduce-overhead")
+            self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3, fused=True)
+            start = time.perf_counter()
+            for _ in range(3):
+                self.step(x[: self.batch_size])
+            torch.cuda.synchronize()
+            self.compile_s = time.perf_counter() - start
+        bs = self.batch_size
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(epochs):
+            order = torch.randperm(len(x), device="cuda")
+            for i in range(len(x) // bs):
+                self.step(x[order[i * bs : (i + 1) * bs]])
+        torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    def step(self, batch: torch.Tensor) -> None:
+        torch.compiler.cudagraph_mark_step_begin()
+        loss = F.mse_loss(self.model(batch), batch)
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+
+
 def aesweep_path(cfg, splits, run_dir: Path) -> float:
     """aesweep's own data module, model and Trainer as a default run sets them up: seconds
     in trainer.fit (which includes moving the splits to the device)."""
@@ -159,57 +199,67 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 256])
     parser.add_argument("--steps-per-call", type=int, nargs="+", default=None,
                         help="aesweep's K values (default: 1 8 on cpu, 1 32 on cuda)")  # fmt: skip
+    parser.add_argument("--compile", action="store_true", help="add torch.compile (CUDA)")
     args = parser.parse_args()
     ks = args.steps_per_call or ([1, 8] if args.device == "cpu" else [1, 32])
-    device = args.device
+    device, epochs = args.device, args.epochs
+    cuda = device == "cuda"
 
     splits = load_splits(config([], 128, 1, "cpu", 1).data)
     x = splits.train_x.to(device)
     print(f"torch {torch.__version__} on {device}"
-          + (f" ({torch.cuda.get_device_name()})" if device == "cuda" else
+          + (f" ({torch.cuda.get_device_name()})" if cuda else
              f", {torch.get_num_threads()} threads")
-          + f"; {len(x)} images x {args.epochs} epochs per fit")  # fmt: skip
-    header = ["model", "batch", "plain loop"]
-    header += ["CUDA graph"] if device == "cuda" else ["plain, unfused Adam"]
-    header += [f"aesweep K={k}" for k in ks] + [f"aesweep K={k} / plain" for k in ks]
-    header += [f"aesweep K={k} / {'graph' if device == 'cuda' else 'unfused'}" for k in ks]
-    rows = []
+          + f"; {len(x)} images x {epochs} epochs per fit")  # fmt: skip
+    baseline = "CUDA graph" if cuda else "plain, unfused Adam"
+    rows, header, compiled_s = [], [], {}
     for name, hidden in MODELS.items():
         for batch_size in args.batch_sizes:
-            full = (len(x) // batch_size) * batch_size * args.epochs  # the graph's samples
+            full = (len(x) // batch_size) * batch_size * epochs  # graphed loops: full batches
+            every = len(x) * epochs
             sides: dict[str, tuple[Callable[..., float], tuple, int]] = {
-                "plain": (plain_loop, (x, hidden, batch_size, args.epochs), len(x) * args.epochs)
+                "plain loop": (plain_loop, (x, hidden, batch_size, epochs), every)
             }
-            if device == "cuda":
-                sides["graph"] = (graphed_loop, (x, hidden, batch_size, args.epochs), full)
+            if cuda:
+                sides[baseline] = (graphed_loop, (x, hidden, batch_size, epochs), full)
             else:
-                unfused = (x, hidden, batch_size, args.epochs, False)
-                sides["unfused"] = (plain_loop, unfused, len(x) * args.epochs)
+                sides[baseline] = (plain_loop, (x, hidden, batch_size, epochs, False), every)
+            if cuda and args.compile:
+                compiled = CompiledLoop(hidden, batch_size)
+                sides["torch.compile"] = (compiled, (x, epochs), full)
+            ours = []
             for k in ks:
-                cfg = config(hidden, batch_size, args.epochs, device, k)
-                sides[f"K={k}"] = (aesweep_in_tmp, (cfg, splits), len(x) * args.epochs)
+                for graph in [True, False] if cuda and k > 1 else [True]:
+                    label = f"aesweep K={k}" + ("" if graph else " eager")
+                    cfg = config(hidden, batch_size, epochs, device, k, graph)
+                    sides[label] = (aesweep_in_tmp, (cfg, splits), every)
+                    ours.append(label)
             plain_loop(x, hidden, batch_size, 1)  # warm-up: kernels, allocator
             rates: dict[str, list[float]] = {side: [] for side in sides}
             for _ in range(args.repeats):
                 for side, (seconds, inputs, samples) in sides.items():
                     rates[side].append(samples / seconds(*inputs))
-            median = {side: statistics.median(v) for side, v in rates.items()}
+            if cuda and args.compile:
+                compiled_s[f"{name}, batch {batch_size}"] = compiled.compile_s
 
             def paired(a: str, b: str, rates=rates) -> float:
                 return statistics.median(p / q for p, q in zip(rates[a], rates[b], strict=True))
 
-            row = [name, str(batch_size), f"{median['plain']:,.0f}"]
-            row += [f"{median['graph' if device == 'cuda' else 'unfused']:,.0f}"]
-            row += [f"{median[f'K={k}']:,.0f}" for k in ks]
-            row += [f"{paired(f'K={k}', 'plain'):.2f}" for k in ks]
-            other = "graph" if device == "cuda" else "unfused"
-            row += [f"{paired(f'K={k}', other):.2f}" for k in ks]
+            header = ["model", "batch", *sides]
+            header += [f"{o} / plain" for o in ours] + [f"{o} / {baseline}" for o in ours]
+            row = [name, str(batch_size)]
+            row += [f"{statistics.median(v):,.0f}" for v in rates.values()]
+            row += [f"{paired(o, 'plain loop'):.2f}" for o in ours]
+            row += [f"{paired(o, baseline):.2f}" for o in ours]
             rows.append(row)
             print(" | ".join(row), flush=True)
     print("\nsamples/s, median of", args.repeats, "repeats; ratios: median of paired ratios")
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for row in rows:
         print("| " + " | ".join(row) + " |")
+    for shape, seconds in compiled_s.items():
+        print(f"torch.compile(mode='reduce-overhead'), {shape}: {seconds:.1f} s to compile "
+              f"and record before the first timed step")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -31,6 +31,32 @@ def test_a_chunked_gpu_run_matches_the_plain_one(aesweep, tmp_path) -> None:
     assert four["test_sse"] == pytest.approx(one["test_sse"], rel=1e-4)  # cuBLAS may reorder sums
 
 
+@pytest.mark.parametrize(
+    "recipe", [[], ["model=mlp", "model.hidden=[64]"], ["trainer.precision=64-true"]]
+)
+def test_the_cuda_graph_replays_exactly_the_eager_steps(aesweep, tmp_path, monkeypatch, recipe):
+    """The default model draws input noise each step: the graph must see the same noise."""
+    from aesweep.model import CapturedStep
+
+    replays = []
+    run = CapturedStep.run
+    monkeypatch.setattr(CapturedStep, "run", lambda self, x: replays.append(1) or run(self, x))
+    for name, graph in (("graphed", "true"), ("eager", "false")):
+        args = ("train", "dim_z=8", *GPU, *recipe, "steps_per_call=4", f"cuda_graph={graph}")
+        assert aesweep(*args, f"hydra.run.dir={name}").code == 0
+    assert len(replays) == 3 * 3  # 3 full batches of 128 an epoch (the tail of 116 runs eagerly)
+    graphed, eager = result_of(tmp_path / "graphed"), result_of(tmp_path / "eager")
+    assert graphed["steps"] == eager["steps"] == 3 * 4
+    for metric in ("train_sse", "val_sse", "test_sse"):
+        assert graphed[metric] == pytest.approx(eager[metric], rel=1e-5), metric
+
+
+def test_a_gpu_run_chunks_its_steps_by_default(aesweep, tmp_path) -> None:
+    assert aesweep("train", "dim_z=8", *GPU, "hydra.run.dir=run").code == 0
+    ckpt = torch.load(tmp_path / "run/checkpoints/last.ckpt", weights_only=False)
+    assert ckpt["hyper_parameters"]["steps_per_call"] == 32
+
+
 def test_the_splits_live_on_the_gpu(tmp_path) -> None:
     import pytorch_lightning as pl
 
@@ -96,7 +122,8 @@ def test_gpu_precisions_train_and_are_scored_in_float32(aesweep, tmp_path, preci
     args = ("train", "dim_z=8", *GPU, f"trainer.precision={precision}", "matmul_precision=high")
     assert aesweep(*args, "hydra.run.dir=run").code == 0
     result = result_of(tmp_path / "run")
-    model = AutoEncoder.load_from_checkpoint(tmp_path / "run/checkpoints/last.ckpt").float()
+    ckpt = tmp_path / "run/checkpoints/last.ckpt"
+    model = AutoEncoder.load_from_checkpoint(ckpt, map_location="cpu").float()
     test_x = load_splits(OmegaConf.load(tmp_path / "run/.hydra/config.yaml").data).test_x
     torch.set_float32_matmul_precision("highest")
     with torch.no_grad():

@@ -94,6 +94,19 @@ def test_a_checkpoint_of_another_model_is_refused_with_the_difference(aesweep, t
     )
 
 
+def test_a_checkpoint_chunked_otherwise_is_refused(aesweep, tmp_path) -> None:
+    """A mid-epoch position counts chunks: resuming it with another chunk size would skip or
+    repeat batches."""
+    assert aesweep("train", "dim_z=4", *SMOKE, "steps_per_call=2", "hydra.run.dir=first").code == 0
+    ckpt = tmp_path / "first" / "checkpoints" / "last.ckpt"
+    outcome = aesweep("train", "dim_z=4", *SMOKE, f"ckpt_path={ckpt}", "hydra.run.dir=second")
+    assert outcome.code == 1
+    assert outcome.lines[-1] == (
+        f"aesweep: error: checkpoint {ckpt} was trained with steps_per_call=2, this run has "
+        "steps_per_call=1"
+    )
+
+
 def test_a_damaged_pca_cache_is_recomputed(tmp_path: Path) -> None:
     from aesweep import pca
 

@@ -190,6 +190,25 @@ def test_several_steps_per_call_make_exactly_the_same_run(aesweep, tmp_path, rec
     assert curves[0].tolist() == curves[1].tolist() and len(curves[0]) == 3
 
 
+@pytest.mark.parametrize(
+    ("trainer", "asked", "expected"),
+    [
+        ({"accelerator": "gpu", "devices": 1}, None, 32),  # Lightning's per-step cost matters
+        ({"accelerator": "gpu", "devices": [1]}, None, 32),
+        ({"accelerator": "gpu", "devices": 2}, None, 1),  # DDP: Lightning's own loop
+        ({"accelerator": "cpu", "devices": 1}, None, 1),
+        ({"accelerator": "gpu", "devices": 1, "gradient_clip_val": 0.5}, None, 1),  # silently
+        ({"accelerator": "cpu", "devices": 1}, 4, 4),
+    ],
+)
+def test_steps_per_call_null_is_32_on_one_gpu_and_1_elsewhere(trainer, asked, expected, capsys):
+    from aesweep.train import steps_per_call
+
+    cfg = OmegaConf.create({"trainer": trainer, "steps_per_call": asked})
+    assert steps_per_call(cfg) == expected
+    assert capsys.readouterr().err == ""
+
+
 def test_a_setting_the_chunked_loop_cannot_honour_runs_plain_with_a_notice(aesweep) -> None:
     outcome = aesweep("train", "dim_z=4", *SMOKE, "steps_per_call=4",
                       "trainer.gradient_clip_val=0.5", "hydra.run.dir=run")  # fmt: skip

@@ -255,14 +255,17 @@ class AutoEncoder(pl.LightningModule):
         self.log("val_mse", F.mse_loss(x_hat, batch), **log)  # what select=best ranks
 
     def configure_optimizers(self) -> Any:
-        """The configured optimizer (the residual model's PCA path at lr x linear_lr_scale)
-        and scheduler. A scheduler may say `interval: step` (stepped after every optimizer
-        step) and `T_max: null` (the run's length: its optimizer steps or epochs)."""
+        """The configured optimizer and scheduler. The residual model's PCA path runs at lr x
+        linear_lr_scale and without weight decay: decay on the branches pulls the model
+        toward PCA, on the PCA path it would pull away from it. A scheduler may say
+        `interval: step` (stepped after every optimizer step) and `T_max: null` (the run's
+        length: its optimizer steps or epochs)."""
         linear = [p for n, p in self.named_parameters() if n.startswith("linear_")]
         rest = [p for n, p in self.named_parameters() if not n.startswith("linear_")]
         lr = self.hparams.optimizer["lr"]
         groups = [{"params": rest}]
-        groups += [{"params": linear, "lr": lr * self.hparams.linear_lr_scale}] if linear else []
+        scale = self.hparams.linear_lr_scale  # the PCA path: slower, and never decayed
+        groups += [{"params": linear, "lr": lr * scale, "weight_decay": 0.0}] if linear else []
         optimizer = instantiate(self.hparams.optimizer)(groups)
         settings = dict(self.hparams.scheduler or {})
         self._interval = settings.pop("interval", "epoch")

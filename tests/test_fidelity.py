@@ -41,6 +41,18 @@ def test_the_untrained_residual_model_is_pca(k: int) -> None:
     assert float(clipped) <= float(sse) + 1e-6
 
 
+def test_weight_decay_pulls_the_branches_toward_pca_and_never_decays_the_pca_path() -> None:
+    cfg = default_config("optimizer=adamw", "optimizer.weight_decay=0.1", "scheduler=null")
+    model = build_model(cfg, Splits(*[torch.rand(20, 784), torch.zeros(20)] * 3, (1, 28, 28)),
+                        fit_pca(torch.rand(20, 784), torch.rand(5, 784)))  # fmt: skip
+    branches, pca_path = model.configure_optimizers().param_groups
+    assert branches["weight_decay"] == 0.1 and pca_path["weight_decay"] == 0.0
+    assert {id(p) for p in pca_path["params"]} == {
+        id(p) for p in [*model.linear_encoder.parameters(), *model.linear_decoder.parameters()]
+    }
+    assert pca_path["lr"] == pytest.approx(branches["lr"] * 0.1)
+
+
 def test_select_best_keeps_the_best_validation_and_scores_test_once(aesweep, tmp_path) -> None:
     args = ("train", "dim_z=4", *SMOKE, "trainer.max_epochs=4", "hydra.run.dir=run")
     assert aesweep(*args).code == 0

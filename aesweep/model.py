@@ -122,8 +122,7 @@ class AutoEncoder(pl.LightningModule):
         return self.decode(self.encode(x))
 
     def _loss(self, x: Tensor, training: bool = False) -> Tensor:
-        noise = self._draw_noise(x) if training else None
-        return self._loss_of(x, x if noise is None else x + self.hparams.input_noise * noise)
+        return self._loss_of(x, self._draw_noise(x) if training else None)
 
     def _draw_noise(self, x: Tensor, out: Tensor | None = None) -> Tensor | None:
         """The step's input noise (None without), seeded by (seed, step): a resumed run
@@ -135,7 +134,9 @@ class AutoEncoder(pl.LightningModule):
             return torch.randn(x.shape, generator=self._noise, out=out)
         return torch.randn(x.shape, generator=self._noise, device=x.device, dtype=x.dtype)
 
-    def _loss_of(self, x: Tensor, noisy: Tensor) -> Tensor:
+    def _loss_of(self, x: Tensor, noise: Tensor | None) -> Tensor:
+        """The loss of reconstructing x from x + input_noise * noise (from x, without)."""
+        noisy = x if noise is None else x + self.hparams.input_noise * noise
         return self._loss_from_logits(x, self.decode_logits(self.encode(noisy)))
 
     def _loss_from_logits(self, x: Tensor, logits: Tensor) -> Tensor:
@@ -304,9 +305,7 @@ class CapturedStep:
         self.noise = torch.zeros_like(x) if model.hparams.input_noise > 0 else None
 
         def loss_and_grads() -> tuple[Tensor, tuple[Tensor, ...]]:
-            noise = self.noise
-            noisy = self.x if noise is None else self.x + model.hparams.input_noise * noise
-            loss = model._loss_of(self.x, noisy)
+            loss = model._loss_of(self.x, self.noise)
             return loss, torch.autograd.grad(loss, self.params)
 
         side = torch.cuda.Stream()

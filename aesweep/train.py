@@ -150,7 +150,9 @@ def steps_per_call(cfg: DictConfig) -> int:
     asked = cfg.steps_per_call
     k = asked if asked is not None else (32 if on_one_cuda_device(cfg.trainer) else 1)
     plain = {"gradient_clip_val": None, "accumulate_grad_batches": 1, "max_steps": -1}
-    needs = [f"trainer.{k}={v}" for k, d in plain.items() if (v := cfg.trainer.get(k, d)) != d]
+    needs = [
+        f"trainer.{key}={v}" for key, d in plain.items() if (v := cfg.trainer.get(key, d)) != d
+    ]
     if k > 1 and needs:
         if asked is not None:
             print(f"aesweep: steps_per_call={k} runs as 1: {needs[0]} needs Lightning's "

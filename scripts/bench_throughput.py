@@ -77,6 +77,26 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def timed_epochs(
+    x: torch.Tensor,
+    batch_size: int,
+    epochs: int,
+    step: Callable[[torch.Tensor], object],
+    full_only: bool = False,
+) -> float:
+    """Seconds for `epochs` shuffled passes of step(batch) over x, batches sliced on x's
+    device (full batches only for the graphed loops, whose input shape is fixed)."""
+    end = len(x) // batch_size * batch_size if full_only else len(x)
+    synchronize(x.device.type)
+    start = time.perf_counter()
+    for _ in range(epochs):
+        order = torch.randperm(len(x), device=x.device)
+        for i in range(0, end, batch_size):
+            step(x[order[i : i + batch_size]])
+    synchronize(x.device.type)
+    return time.perf_counter() - start
+
+
 def plain_loop(
     x: torch.Tensor, hidden: list[int], batch_size: int, epochs: int, fused: bool = True
 ) -> float:
@@ -84,18 +104,14 @@ def plain_loop(
     CPU, also torch.optim.Adam's default, the baseline of the earlier CPU target)."""
     model = network(hidden, x.device.type)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=fused or None)
-    synchronize(x.device.type)
-    start = time.perf_counter()
-    for _ in range(epochs):
-        order = torch.randperm(len(x), device=x.device)
-        for i in range(0, len(x), batch_size):
-            batch = x[order[i : i + batch_size]]
-            loss = F.mse_loss(model(batch), batch)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    synchronize(x.device.type)
-    return time.perf_counter() - start
+
+    def step(batch: torch.Tensor) -> None:
+        loss = F.mse_loss(model(batch), batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    return timed_epochs(x, batch_size, epochs, step)
 
 
 def graphed_loop(x: torch.Tensor, hidden: list[int], batch_size: int, epochs: int) -> float:
@@ -121,15 +137,12 @@ def graphed_loop(x: torch.Tensor, hidden: list[int], batch_size: int, epochs: in
     optimizer.zero_grad(set_to_none=True)
     with torch.cuda.graph(graph):
         step()
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(epochs):
-        order = torch.randperm(len(x), device="cuda")
-        for i in range(len(x) // batch_size):
-            static.copy_(x[order[i * batch_size : (i + 1) * batch_size]])
-            graph.replay()  # backward writes .grad in place; Adam reads and clears nothing
-    torch.cuda.synchronize()
-    return time.perf_counter() - start
+
+    def replay(batch: torch.Tensor) -> None:
+        static.copy_(batch)
+        graph.replay()  # backward writes .grad in place; Adam reads and clears nothing
+
+    return timed_epochs(x, batch_size, epochs, replay, full_only=True)
 
 
 class CompiledLoop:
@@ -150,15 +163,7 @@ class CompiledLoop:
                 self.step(x[: self.batch_size])
             torch.cuda.synchronize()
             self.compile_s = time.perf_counter() - start
-        bs = self.batch_size
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        for _ in range(epochs):
-            order = torch.randperm(len(x), device="cuda")
-            for i in range(len(x) // bs):
-                self.step(x[order[i * bs : (i + 1) * bs]])
-        torch.cuda.synchronize()
-        return time.perf_counter() - start
+        return timed_epochs(x, self.batch_size, epochs, self.step, full_only=True)
 
     def step(self, batch: torch.Tensor) -> None:
         torch.compiler.cudagraph_mark_step_begin()

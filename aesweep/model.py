@@ -200,14 +200,20 @@ class AutoEncoder(pl.LightningModule):
         self._where.append((self.current_epoch, self.global_step))
 
     def _sync_every_n_steps(self, steps: int) -> None:
-        """Read the device every log_every_n_steps steps: divergence check and the step log."""
+        """Read the device every log_every_n_steps steps: divergence check and the step log,
+        which gets every n-th step of the epoch whatever the chunk size (one read for all)."""
+        every = self.trainer.log_every_n_steps
         self._unsynced += steps
-        if self._unsynced >= self.trainer.log_every_n_steps:
+        if self._unsynced >= every:
             self._unsynced = 0
             self.check_finite()
-            value = {"train_loss_step": float(self._losses[-1]), "epoch": self.current_epoch}
-            for logger in self.loggers:  # every chosen logger, e.g. logger=[csv,tensorboard]
-                logger.log_metrics(value, self.global_step)
+            due = [i for i in range(self._logged, len(self._losses)) if (i + 1) % every == 0]
+            values = torch.stack([self._losses[i] for i in due]).tolist() if due else []
+            for i, value in zip(due, values, strict=True):
+                epoch, step = self._where[i]
+                for logger in self.loggers:  # every chosen logger, e.g. logger=[csv,tensorboard]
+                    logger.log_metrics({"train_loss_step": value, "epoch": epoch}, step)
+            self._logged = len(self._losses)
 
     def check_finite(self) -> None:
         """Raise DivergenceError naming the first non-finite step not checked yet."""
@@ -239,7 +245,7 @@ class AutoEncoder(pl.LightningModule):
         self._losses: list[Tensor] = []
         self._sizes: list[int] = []
         self._where: list[tuple[int, int]] = []
-        self._checked = self._unsynced = 0
+        self._checked = self._unsynced = self._logged = 0
 
     def on_train_epoch_end(self) -> None:
         self.check_finite()
@@ -256,17 +262,25 @@ class AutoEncoder(pl.LightningModule):
         self.log("val_mse", F.mse_loss(x_hat, batch), **log)  # what select=best ranks
 
     def configure_optimizers(self) -> Any:
-        """The configured optimizer and scheduler. The residual model's PCA path runs at lr x
-        linear_lr_scale and without weight decay: decay on the branches pulls the model
-        toward PCA, on the PCA path it would pull away from it. A scheduler may say
-        `interval: step` (stepped after every optimizer step) and `T_max: null` (the run's
-        length: its optimizer steps or epochs)."""
-        linear = [p for n, p in self.named_parameters() if n.startswith("linear_")]
-        rest = [p for n, p in self.named_parameters() if not n.startswith("linear_")]
+        """The configured optimizer and scheduler, in three parameter groups. Weight decay
+        acts on weight matrices only: on the residual model's branches it pulls the model
+        toward PCA; biases are offsets, not capacity (the first decoder layer's biases place
+        its kinks along a code that spans tens of units at k = 1), and the PCA path would be
+        pulled away from PCA. The PCA path also runs at lr x linear_lr_scale. A scheduler
+        may say `interval: step` (stepped after every optimizer step) and `T_max: null` (the
+        run's length: its optimizer steps or epochs)."""
+        named = list(self.named_parameters())
+        linear = [p for n, p in named if n.startswith("linear_")]
+        weights = [p for n, p in named if not n.startswith("linear_") and p.ndim >= 2]
+        biases = [p for n, p in named if not n.startswith("linear_") and p.ndim < 2]
         lr = self.hparams.optimizer["lr"]
-        groups = [{"params": rest}]
-        scale = self.hparams.linear_lr_scale  # the PCA path: slower, and never decayed
-        groups += [{"params": linear, "lr": lr * scale, "weight_decay": 0.0}] if linear else []
+        scale = self.hparams.linear_lr_scale
+        groups = [
+            {"params": weights},
+            {"params": biases, "weight_decay": 0.0},
+            {"params": linear, "lr": lr * scale, "weight_decay": 0.0},
+        ]
+        groups = [g for g in groups if g["params"]]
         optimizer = instantiate(self.hparams.optimizer)(groups)
         settings = dict(self.hparams.scheduler or {})
         self._interval = settings.pop("interval", "epoch")

@@ -24,7 +24,10 @@ def test_defaults_are_the_residual_pca_model_and_lecture_pins_the_lecture() -> N
     model = (cfg.model.kind, list(cfg.model.hidden), cfg.model.output)
     assert model == ("residual", [256, 256, 256], "clamp")
     assert (cfg.select, cfg.patience, cfg.trainer.max_epochs) == ("best", 10, 50)
-    assert cfg.optimizer._target_ == "torch.optim.Adam" and cfg.optimizer._partial_
+    assert cfg.optimizer._target_ == "torch.optim.AdamW" and cfg.optimizer._partial_
+    recipe = (cfg.optimizer.lr, cfg.optimizer.weight_decay, cfg.data.batch_size)
+    assert recipe == (2e-3, 0.3, 64)
+    assert composed("optimizer=sgd").optimizer._target_ == "torch.optim.SGD"  # still chooses
     assert list(cfg.sweep.dims) == [784, 256, 64, 32, 16, 8, 4, 2, 1]
     assert cfg.trainer._target_ == "pytorch_lightning.Trainer"
     assert list(cfg.logger) == ["csv"]  # metrics.csv in the run folder

@@ -41,16 +41,22 @@ def test_the_untrained_residual_model_is_pca(k: int) -> None:
     assert float(clipped) <= float(sse) + 1e-6
 
 
-def test_weight_decay_pulls_the_branches_toward_pca_and_never_decays_the_pca_path() -> None:
-    cfg = default_config("optimizer=adamw", "optimizer.weight_decay=0.1", "scheduler=null")
+def test_weight_decay_acts_on_the_branch_weights_only() -> None:
+    cfg = default_config("optimizer.weight_decay=0.1", "scheduler=null")  # AdamW: the default
     model = build_model(cfg, Splits(*[torch.rand(20, 784), torch.zeros(20)] * 3, (1, 28, 28)),
                         fit_pca(torch.rand(20, 784), torch.rand(5, 784)))  # fmt: skip
-    branches, pca_path = model.configure_optimizers().param_groups
-    assert branches["weight_decay"] == 0.1 and pca_path["weight_decay"] == 0.0
+    optimizer = model.configure_optimizers()
+    assert isinstance(optimizer, torch.optim.AdamW)
+    weights, biases, pca_path = optimizer.param_groups
+    decay = [g["weight_decay"] for g in (weights, biases, pca_path)]
+    assert decay == [0.1, 0.0, 0.0]
+    branches = [*model.encoder.named_parameters(), *model.decoder.named_parameters()]
+    assert {id(p) for p in weights["params"]} == {id(p) for n, p in branches if "weight" in n}
+    assert {id(p) for p in biases["params"]} == {id(p) for n, p in branches if "bias" in n}
     assert {id(p) for p in pca_path["params"]} == {
         id(p) for p in [*model.linear_encoder.parameters(), *model.linear_decoder.parameters()]
     }
-    assert pca_path["lr"] == pytest.approx(branches["lr"] * 0.1)
+    assert pca_path["lr"] == pytest.approx(weights["lr"] * 0.1) == biases["lr"] * 0.1
 
 
 def test_select_best_keeps_the_best_validation_and_scores_test_once(aesweep, tmp_path) -> None:

@@ -115,7 +115,8 @@ def test_a_gpu_job_on_a_node_without_one_fails_inside_the_job(slurm_conf, tmp_pa
 
 def test_scancel_then_resume_finishes_each_job_once(slurm_conf, tmp_path: Path) -> None:
     sweep = tmp_path / "sw"
-    args = [SLURM, "sweep.dims=[4,2]", *SMOKE, "trainer.max_epochs=30", f"hydra.sweep.dir={sweep}"]
+    args = [SLURM, "sweep.dims=[4,2]", *SMOKE, "trainer.max_epochs=30", "patience=null"]
+    args.append(f"hydra.sweep.dir={sweep}")
     proc = subprocess.Popen(
         [sys.executable, "-m", "aesweep", "sweep", *args],
         stdout=subprocess.PIPE,

@@ -81,7 +81,7 @@ def test_smoke_run_writes_every_artefact_of_the_contract(aesweep, tmp_path: Path
     assert result["n_params"] == branch + mirror + (784 * 8 + 8) + (8 * 784 + 784)
 
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
-    assert ckpt["global_step"] == result["steps"] == 2 * 3  # 300 images in batches of 128
+    assert ckpt["global_step"] == result["steps"] == 2 * 5  # 300 images in batches of 64
     assert ckpt["hyper_parameters"]["dim_z"] == 8
     metrics = pd.read_csv(run / "metrics.csv")
     assert {"train_loss", "val_loss", "test_mse", "test_sse"} <= set(metrics.columns)
@@ -146,7 +146,7 @@ def test_ddp_relaunches_its_workers_through_the_cli_and_rank_0_records_the_run(t
     assert done.returncode == 0, done.stderr[-3000:]
     result = result_of(run)
     assert result["status"] == "ok" and result["n_train"] == 600
-    assert result["steps"] == 2 * 3  # each rank trains on its 300 images in batches of 128
+    assert result["steps"] == 2 * 5  # each rank trains on its 300 images in batches of 64
     assert (run / "train_ddp_process_1.log").is_file()
 
 
@@ -173,6 +173,7 @@ def test_several_steps_per_call_make_exactly_the_same_run(aesweep, tmp_path, rec
         *recipe,
         "trainer=smoke",
         "data.subset=1000",
+        "data.batch_size=128",
         "trainer.max_epochs=3",
     )
     for k in (1, 3):  # 8 batches an epoch: chunks of 3, 3 and 2
@@ -186,8 +187,11 @@ def test_several_steps_per_call_make_exactly_the_same_run(aesweep, tmp_path, rec
     )
     assert all(torch.equal(a["state_dict"][n], b["state_dict"][n]) for n in a["state_dict"])
     assert a["lr_schedulers"] == b["lr_schedulers"]
-    curves = [pd.read_csv(tmp_path / f"k{k}/metrics.csv")["train_loss"].dropna() for k in (1, 3)]
+    metrics = [pd.read_csv(tmp_path / f"k{k}/metrics.csv") for k in (1, 3)]
+    curves = [m["train_loss"].dropna() for m in metrics]
     assert curves[0].tolist() == curves[1].tolist() and len(curves[0]) == 3
+    logged = [m.dropna(subset="train_loss_step")[["step", "train_loss_step"]] for m in metrics]
+    assert logged[0].values.tolist() == logged[1].values.tolist() and len(logged[0]) == 3 * 8
 
 
 @pytest.mark.parametrize(
@@ -196,12 +200,16 @@ def test_several_steps_per_call_make_exactly_the_same_run(aesweep, tmp_path, rec
         ({"accelerator": "gpu", "devices": 1}, None, 32),  # Lightning's per-step cost matters
         ({"accelerator": "gpu", "devices": [1]}, None, 32),
         ({"accelerator": "gpu", "devices": 2}, None, 1),  # DDP: Lightning's own loop
-        ({"accelerator": "cpu", "devices": 1}, None, 1),
+        ({"accelerator": "cpu", "devices": 1}, None, 8),  # ~8% of a default step on 2 cores
+        ({"accelerator": "cpu", "devices": 2}, None, 1),
         ({"accelerator": "gpu", "devices": 1, "gradient_clip_val": 0.5}, None, 1),  # silently
+        ({"accelerator": "cpu", "devices": 1, "max_steps": 10}, None, 1),
         ({"accelerator": "cpu", "devices": 1}, 4, 4),
     ],
 )
-def test_steps_per_call_null_is_32_on_one_gpu_and_1_elsewhere(trainer, asked, expected, capsys):
+def test_steps_per_call_null_is_32_on_one_gpu_8_on_one_cpu_1_on_several(
+    trainer, asked, expected, capsys
+):
     from aesweep.train import steps_per_call
 
     cfg = OmegaConf.create({"trainer": trainer, "steps_per_call": asked})

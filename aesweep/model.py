@@ -269,10 +269,11 @@ class AutoEncoder(pl.LightningModule):
         pulled away from PCA. The PCA path also runs at lr x linear_lr_scale. A scheduler
         may say `interval: step` (stepped after every optimizer step) and `T_max: null` (the
         run's length: its optimizer steps or epochs)."""
-        named = list(self.named_parameters())
-        linear = [p for n, p in named if n.startswith("linear_")]
-        weights = [p for n, p in named if not n.startswith("linear_") and p.ndim >= 2]
-        biases = [p for n, p in named if not n.startswith("linear_") and p.ndim < 2]
+        linear: list[Tensor] = []
+        weights: list[Tensor] = []
+        biases: list[Tensor] = []
+        for name, p in self.named_parameters():
+            (linear if name.startswith("linear_") else weights if p.ndim >= 2 else biases).append(p)
         lr = self.hparams.optimizer["lr"]
         scale = self.hparams.linear_lr_scale
         groups = [

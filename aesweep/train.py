@@ -146,7 +146,7 @@ def new_model(cfg: DictConfig, input_dim: int) -> AutoEncoder:
 
 def steps_per_call(cfg: DictConfig) -> int:
     """cfg.steps_per_call (null: 32 on one CUDA device, where Lightning's per-step cost
-    dominates; 8 on one CPU or other device, where it is ~8% of a default step; 1 across
+    dominates; 8 on one CPU or other device, where it is ~5% of a default step; 1 across
     several devices), or 1 where a setting needs Lightning's own optimizer loop (clipping,
     accumulation, a step limit that may end inside a chunk): with a one-line notice if the
     user asked for more. Chunks give the same updates as single steps (tested bit for bit)."""

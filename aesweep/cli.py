@@ -14,6 +14,7 @@ from typing import Any
 from aesweep import __version__
 from aesweep.config import ConfigError, show
 from aesweep.config import override_key as _key
+from aesweep.lock import lock_folder, unlock_all
 
 USAGE = """\
 usage: aesweep <command> [key=value ...]
@@ -62,6 +63,8 @@ def main(argv: list[str] | None = None) -> None:
     except BrokenPipeError:  # e.g. `aesweep train --help | head`: the reader left, fine
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise SystemExit(0) from None
+    finally:
+        unlock_all()  # the command's folders are free again (in-process callers go on)
 
 
 def dispatch(argv: list[str]) -> None:
@@ -155,6 +158,7 @@ def prepare(rest: list[str], job_name: str) -> list[str]:
     configs = [compose(job + extra, args) for job in jobs]
     for cfg in configs:
         validate_job(cfg, job_name, multirun=args.multirun)
+    lock_output(configs[0], resume, multirun=args.multirun)
     if args.multirun:
         extra += dirname_overrides(overrides, swept)
         extra.append(f"hydra.callbacks.sweep_report.n_jobs={len(jobs)}")  # progress lines
@@ -301,6 +305,18 @@ def validate_job(cfg: Any, job_name: str, multirun: bool) -> None:
             f"{key}={folder} is invalid: it already holds a {'sweep' if multirun else 'run'}; "
             f"continue it with {command} resume={folder}, or choose a new folder"
         )
+
+
+def lock_output(cfg: Any, resume: str | None, multirun: bool) -> None:
+    """One writer per folder: hold the sweep (or run) folder until the command ends; a run
+    resumed inside a sweep holds that sweep too. A folder another live process writes is
+    refused, naming it."""
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    folder = Path(str(cfg.hydra.sweep.dir if multirun else cfg.hydra.run.dir))
+    setting = f"resume={resume}" if resume is not None else f"{key}={folder}"
+    if not multirun and (folder.parent / "multirun.yaml").is_file():
+        lock_folder(folder.parent, setting)
+    lock_folder(folder, setting)
 
 
 def dirname_overrides(overrides: list[str], swept: list[str]) -> list[str]:

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import secrets
 import tempfile
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field, is_dataclass
 from enum import Enum, StrEnum
 from pathlib import Path
@@ -243,6 +245,7 @@ def validate(cfg: DictConfig) -> None:
         _fail("optimizer.momentum", opt.momentum, "must be a number in [0, 1)")
 
     _validate_trainer(cfg.trainer)
+    check_validation_runs(cfg)
     if cfg.checkpoint_every_s <= 0:
         _fail("checkpoint_every_s", cfg.checkpoint_every_s, "must be a number of seconds > 0")
     if cfg.scheduler is not None and not (
@@ -269,6 +272,73 @@ def _validate_trainer(trainer: DictConfig) -> None:
     for key in trainer:
         if key != "_target_" and key not in known:
             _fail(f"trainer.{key}", trainer[key], "is not a pytorch_lightning.Trainer argument")
+        if key in LOOP_RULES and not LOOP_RULES[key][0](trainer[key]):
+            _fail(f"trainer.{key}", trainer[key], LOOP_RULES[key][1])
+
+
+def _fraction_or_count(value: Any, low: int) -> bool:
+    """Lightning's batch limits: a fraction of an epoch, or a count of batches >= low."""
+    if _is_int(value):
+        return value >= low
+    return _is_number(value) and (0 < value <= 1 if low else 0 <= value <= 1)
+
+
+def _duration(value: Any) -> bool:
+    return isinstance(value, DictConfig) or bool(re.fullmatch(r"\d+:\d+:\d+:\d+", str(value)))
+
+
+# Trainer arguments that Lightning checks only once a job runs, or that break it mid-run
+# (log_every_n_steps=0: a modulo by zero after the first epoch); null is Lightning's default.
+LOOP_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "log_every_n_steps": (lambda v: v is None or _is_int(v) and v >= 1, "must be an integer >= 1"),
+    "check_val_every_n_epoch": (
+        lambda v: v is None or _is_int(v) and v >= 1,
+        "must be an integer >= 1, or null to validate every val_check_interval batches",
+    ),
+    "val_check_interval": (
+        lambda v: v is None or _fraction_or_count(v, 1),
+        "must be a fraction of an epoch in (0, 1] or a number of batches >= 1",
+    ),
+    "limit_train_batches": (
+        lambda v: v is None or _fraction_or_count(v, 1),
+        "must be a fraction of the batches in (0, 1] or a number of batches >= 1",
+    ),
+    "limit_val_batches": (
+        lambda v: v is None or _fraction_or_count(v, 0),
+        "must be a fraction of the batches in [0, 1] or a number of batches >= 0",
+    ),
+    "overfit_batches": (
+        lambda v: v is None or _fraction_or_count(v, 0),
+        "must be a fraction of the batches in [0, 1] or a number of batches >= 0",
+    ),
+    "max_steps": (lambda v: v == -1 or _is_int(v) and v >= 1, "must be -1 (no limit) or >= 1"),
+    "accumulate_grad_batches": (lambda v: _is_int(v) and v >= 1, "must be an integer >= 1"),
+    "num_sanity_val_steps": (
+        lambda v: v is None or _is_int(v) and v >= -1,
+        "must be an integer >= 0, or -1 for every validation batch",
+    ),
+    "gradient_clip_val": (lambda v: v is None or _is_number(v) and v >= 0, "must be >= 0 or null"),
+    "gradient_clip_algorithm": (lambda v: v in (None, "norm", "value"), "must be norm or value"),
+    "deterministic": (lambda v: v in (None, True, False, "warn"), "must be true, false or warn"),
+    "max_time": (
+        lambda v: v is None or _duration(v),
+        "must be DD:HH:MM:SS or a config of days, hours, minutes, seconds",
+    ),
+}
+
+
+def check_validation_runs(cfg: DictConfig) -> None:
+    """select=best chooses among validations: refuse a config that runs none, rather than
+    hand back the untrained start."""
+    trainer, none = cfg.trainer, None
+    every, epochs = trainer.get("check_val_every_n_epoch"), trainer.get("max_epochs")
+    if trainer.get("limit_val_batches", 1) == 0:
+        none = f"trainer.limit_val_batches={show(trainer.limit_val_batches)}"
+    elif _is_int(every) and _is_int(epochs) and every > epochs:
+        none = f"trainer.check_val_every_n_epoch={every} > trainer.max_epochs={epochs}"
+    if cfg.select == Select.best and none:
+        _fail("select", "best", f"needs a validation to choose by, and {none} runs none; "
+                                f"use select=last, or validate more often")  # fmt: skip
 
 
 def check_machine(trainer: DictConfig) -> None:

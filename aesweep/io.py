@@ -13,10 +13,29 @@ from pathlib import Path
 from typing import Any
 
 
-def _umask() -> int:
+def _proc_umask() -> int | None:
+    """The umask from /proc/self/status (Linux), or None where there is none."""
+    try:
+        lines = Path("/proc/self/status").read_text().splitlines()
+    except OSError:
+        return None
+    return next((int(line.split()[1], 8) for line in lines if line.startswith("Umask:")), None)
+
+
+def _flip_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+# os.umask can only be read by setting it, and a file another thread creates meanwhile
+# would get the wrong mode: without /proc (macOS), read it once, at import.
+_IMPORT_UMASK = _flip_umask() if _proc_umask() is None else 0
+
+
+def _umask() -> int:
+    mask = _proc_umask()
+    return _IMPORT_UMASK if mask is None else mask
 
 
 def replace_atomically(path: Path, write: Callable[[str], None]) -> None:

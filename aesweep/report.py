@@ -71,15 +71,15 @@ GENERATED = ("hydra.job.name=", "hydra.job.config.override_dirname.", "hydra.swe
 
 def collect(sweep_dir: Path) -> pd.DataFrame:
     """One row per job folder holding a result.json: the swept settings (overrides whose
-    value differs between jobs) first, then the metrics, sorted by dim_z descending."""
+    value differs between jobs) first, then the metrics, sorted by dim_z descending;
+    `run_dir` is the job folder under `sweep_dir` as given, wherever the sweep was made."""
     rows = []
     for path in sorted(sweep_dir.glob(f"*/{RESULT}")):
         try:
-            rows.append(json.loads(path.read_text()))
+            row = json.loads(path.read_text())
         except ValueError:
-            rows.append(
-                {"status": "failed", "error": f"unreadable {path}", "run_dir": str(path.parent)}
-            )
+            row = {"status": "failed", "error": f"unreadable {path}"}
+        rows.append({**row, "run_dir": str(path.parent)})  # where it is now: sweeps move
     if not rows:
         return pd.DataFrame(columns=METRIC_COLUMNS)
     settings = [_settings(r.get("overrides", [])) for r in rows]
@@ -219,8 +219,8 @@ def write_report(sweep_dir: Path) -> pd.DataFrame:
     """(Re)build a sweep folder's loss_vs_dim.csv, loss_vs_dim.png and montage(s) from the
     job folders' result.json; works on partial sweeps."""
     table = collect(sweep_dir)
-    csv = table.to_csv(index=False)
-    write_text(csv, sweep_dir / "loss_vs_dim.csv")
+    inside = table.assign(run_dir=[Path(d).name for d in table["run_dir"]])  # relative
+    write_text(inside.to_csv(index=False), sweep_dir / "loss_vs_dim.csv")
     if (table["status"] == "ok").any():
         save_figure(draw_loss_vs_dim(table), sweep_dir / "loss_vs_dim.png")
     groups = combinations(table)

@@ -37,6 +37,7 @@ from torch import Tensor
 from aesweep.config import NOT_JOB_SETTINGS, RESULT, ConfigError, check_machine, override_key
 from aesweep.data import DataError, Splits, TensorDataModule, load_splits
 from aesweep.io import save_figure, write_json
+from aesweep.lock import FolderLocked, lock_folder
 from aesweep.loggers import build_loggers, log_results
 from aesweep.model import AutoEncoder, DivergenceError, score
 from aesweep.pca import PCAFit, compare_subspaces, pca_of
@@ -388,7 +389,7 @@ def is_linear(cfg: DictConfig) -> bool:
     return m.activation == "identity" and m.output == "identity" and len(m.hidden) == 0
 
 
-def describe(cfg: DictConfig, hydra_cfg: Any, run_dir: Path) -> dict[str, Any]:
+def describe(cfg: DictConfig, hydra_cfg: Any) -> dict[str, Any]:
     """The settings that identify a job in result.json and in the sweep table."""
     choices = hydra_cfg.runtime.choices
     overrides = [o for o in hydra_cfg.overrides.task if override_key(o) not in NOT_JOB_SETTINGS]
@@ -407,8 +408,7 @@ def describe(cfg: DictConfig, hydra_cfg: Any, run_dir: Path) -> dict[str, Any]:
         "max_epochs": cfg.trainer.max_epochs,
         "seed": cfg.seed,
         "overrides": list(overrides),
-        "run_dir": str(run_dir),
-    }
+    }  # no run_dir: a folder that moves would name its old place (the report adds it)
 
 
 def read_result(run_dir: Path) -> dict[str, Any] | None:
@@ -453,12 +453,14 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
-    base = describe(cfg, hydra_cfg, run_dir)
+    base = describe(cfg, hydra_cfg)
     set_threads(cfg.threads, hydra_cfg.launcher if multirun else None)
     if rank_zero_only.rank != 0:  # a DDP worker: it trains, rank 0 records the run
         with quiet_lightning():
             return train(cfg, run_dir)
 
+    if (refused := claim(run_dir)) is not None:
+        return {**base, "status": "failed", "error": refused}  # that folder's writer records
     previous = read_result(run_dir) if cfg.resume is not None else None
     if (
         previous
@@ -496,6 +498,17 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
         print(f"aesweep: error: {result['error']}", file=sys.stderr)
         raise SystemExit(1)
     return result
+
+
+def claim(run_dir: Path) -> str | None:
+    """Lock the run folder for this process (one writer per folder, aesweep/lock.py); the
+    one-line reason if another live process writes it."""
+    try:
+        lock_folder(run_dir, f"hydra.run.dir={run_dir}")
+    except FolderLocked as e:
+        print(f"aesweep: error: {e}", file=sys.stderr)
+        return str(e)
+    return None
 
 
 def summary(result: dict[str, Any]) -> str:

@@ -21,7 +21,7 @@ def fake_sweep(folder: Path, errors: dict[int, float], extra: str | None = None)
         result = {
             "status": "ok", "error": None, "dim_z": dim, "input_dim": 784,
             "test_sse": error, "pca_test_sse": PCA[dim], "test_mse": error / 784,
-            "overrides": [f"dim_z={dim}", *([extra] if extra else [])], "run_dir": str(job),
+            "overrides": [f"dim_z={dim}", *([extra] if extra else [])],
         }  # fmt: skip
         (job / "result.json").write_text(json.dumps(result))
     return folder

@@ -105,6 +105,31 @@ BAD_INPUT = [
         ["train", "hydra.run.dir=/proc/aesweep"],
         "hydra.run.dir=/proc/aesweep is invalid: cannot write",
     ),
+    # Trainer arguments Lightning would refuse only inside the job, or that break it mid-run
+    (["train", "trainer.log_every_n_steps=0"], "trainer.log_every_n_steps=0 is invalid: must be"),
+    (["train", "trainer.check_val_every_n_epoch=0"], "check_val_every_n_epoch=0 is invalid: must"),
+    (["train", "trainer.limit_train_batches=0"], "limit_train_batches=0 is invalid: must be a"),
+    (["train", "trainer.limit_train_batches=1.5"], "limit_train_batches=1.5 is invalid: must be"),
+    (["train", "+trainer.limit_val_batches=-1"], "limit_val_batches=-1 is invalid: must be a"),
+    (["train", "+trainer.val_check_interval=0"], "val_check_interval=0 is invalid: must be a"),
+    (["train", "+trainer.overfit_batches=-1"], "trainer.overfit_batches=-1 is invalid: must be"),
+    (["train", "trainer.max_steps=0"], "trainer.max_steps=0 is invalid: must be -1 (no limit)"),
+    (["train", "trainer.max_steps=-2"], "trainer.max_steps=-2 is invalid: must be -1 (no limit)"),
+    (["train", "trainer.accumulate_grad_batches=0"], "accumulate_grad_batches=0 is invalid: must"),
+    (["train", "trainer.num_sanity_val_steps=-2"], "num_sanity_val_steps=-2 is invalid: must be"),
+    (["train", "trainer.gradient_clip_val=-1"], "gradient_clip_val=-1 is invalid: must be >= 0"),
+    (["train", "+trainer.gradient_clip_algorithm=l2"], "gradient_clip_algorithm=l2 is invalid"),
+    (["train", "trainer.deterministic=maybe"], "deterministic=maybe is invalid: must be true"),
+    (["train", "+trainer.max_time=1h"], "trainer.max_time=1h is invalid: must be DD:HH:MM:SS"),
+    (
+        ["train", "select=best", "+trainer.limit_val_batches=0"],
+        "select=best is invalid: needs a validation to choose by, and trainer.limit_val_batches=0",
+    ),
+    (
+        ["train", "select=best", "trainer.max_epochs=3", "trainer.check_val_every_n_epoch=5"],
+        "select=best is invalid: needs a validation to choose by, and "
+        "trainer.check_val_every_n_epoch=5 > trainer.max_epochs=3 runs none; use select=last",
+    ),
     (["trian", "dim_z=8"], "command 'trian' is unknown: must be one of train, sweep, report, pca"),
     (["report", "nowhere"], "DIR=nowhere is invalid: must be a sweep folder"),
 ]

@@ -232,3 +232,106 @@ def test_two_sweeps_started_in_the_same_second_never_share_a_folder(
     assert len(folders) == 2 and all(f.name.startswith("2026-01-02_03-04-05-") for f in folders)
     for folder in folders:
         assert len(pd.read_csv(folder / "loss_vs_dim.csv")) == 1
+
+
+def test_a_folder_being_written_refuses_a_second_writer_until_its_process_dies(
+    aesweep, tmp_path: Path
+) -> None:
+    import socket
+
+    run = tmp_path / "run"
+    proc = start("train", "dim_z=8", *LONG, f"hydra.run.dir={run}")
+    try:
+        wait_for(lambda: (run / "checkpoints" / "last.ckpt").is_file())
+        refused = aesweep("train", f"resume={run}")
+        assert proc.poll() is None  # still training: the refusal was about a live writer
+    finally:
+        proc.kill()  # kill -9: the kernel drops its lock
+        proc.wait()
+    assert refused.code == 2 and refused.lines == [
+        f"aesweep: error: resume={run} is invalid: pid {proc.pid} on {socket.gethostname()} "
+        f"is writing {run}; wait until it ends"
+    ]
+    assert status_of(run) == "running"  # the refused command wrote nothing
+    done = aesweep("train", f"resume={run}", "trainer.max_epochs=3")  # no stale lock
+    assert done.code == 0, done.err
+
+
+def test_two_resumes_of_one_sweep_at_once_one_trains_and_the_other_refuses(tmp_path) -> None:
+    import socket
+
+    sweep = tmp_path / "sw"
+    endless = [*LONG, "trainer.max_epochs=100000"]  # still training when the signal lands
+    proc = start("sweep", "sweep.dims=[8,4]", *endless, f"hydra.sweep.dir={sweep}")
+    try:
+        wait_for(lambda: (sweep / "dim_z=8" / "checkpoints" / "last.ckpt").is_file())
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert status_of(sweep / "dim_z=8") == "interrupted"
+    stopped = torch.load(sweep / "dim_z=8/checkpoints/last.ckpt", weights_only=False)["epoch"]
+
+    both = [start("sweep", f"resume={sweep}", "trainer.max_epochs=3") for _ in range(2)]
+    pids = {f"pid {p.pid} on {socket.gethostname()}": p for p in both}
+    lock = sweep / ".aesweep.lock"
+    try:
+        wait_for(lambda: lock.read_text().strip() in pids)
+        winner = pids[lock.read_text().strip()]
+        winner.send_signal(signal.SIGSTOP)  # holding the lock, it cannot finish too soon
+        loser = both[1 - both.index(winner)]
+        _, refused = loser.communicate(timeout=300)
+        winner.send_signal(signal.SIGCONT)
+        _, err = winner.communicate(timeout=600)
+    finally:
+        for p in both:
+            p.kill()
+    assert loser.returncode == 2 and refused.splitlines() == [
+        f"aesweep: error: resume={sweep} is invalid: pid {winner.pid} on "
+        f"{socket.gethostname()} is writing {sweep}; wait until it ends"
+    ]
+    assert winner.returncode == 0, err[-2000:]
+    table = pd.read_csv(sweep / "loss_vs_dim.csv")
+    assert table["dim_z"].tolist() == [8, 4] and (table["status"] == "ok").all()
+    assert table["epochs"].tolist() == [max(3, stopped), 3]
+
+
+def test_a_run_of_a_sweep_being_written_is_refused(aesweep, tmp_path: Path) -> None:
+    """A job folder belongs to its sweep's writer: resuming it alone waits for that."""
+    sweep = tmp_path / "sw"
+    proc = start("sweep", "sweep.dims=[8,4]", *LONG, f"hydra.sweep.dir={sweep}")
+    try:
+        wait_for(lambda: (sweep / "dim_z=8" / "checkpoints" / "last.ckpt").is_file())
+        refused = aesweep("train", f"resume={sweep / 'dim_z=8'}")
+    finally:
+        proc.kill()
+        proc.wait()
+    assert refused.code == 2 and len(refused.lines) == 1
+    assert f"pid {proc.pid} on" in refused.lines[0] and f"is writing {sweep};" in refused.lines[0]
+
+
+def test_the_umask_is_read_without_being_changed(monkeypatch) -> None:
+    """os.umask can only be read by setting it: a file another thread creates meanwhile
+    (a logger's, a checkpoint) would get the wrong mode."""
+    import os
+
+    from aesweep import io
+
+    umask = os.umask
+    old = umask(0o027)
+    try:
+        monkeypatch.setattr(os, "umask", lambda *_: pytest.fail("the process umask was set"))
+        assert io._umask() == 0o027
+    finally:
+        umask(old)
+
+
+def test_every_file_of_a_run_follows_the_umask_the_checkpoint_too(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    done = run_subprocess("train", "dim_z=2", *SMOKE, "hydra.run.dir=run",
+                          preexec_fn=lambda: os.umask(0o027))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    for name in ("result.json", "reconstructions.png", "samples.npz", "checkpoints/last.ckpt"):
+        assert stat.S_IMODE((tmp_path / "run" / name).stat().st_mode) == 0o640, name

@@ -107,15 +107,37 @@ def test_load_sweep_is_a_typed_table(tmp_path: Path) -> None:
             tmp_path / "sw" / f"dim_z={dim},seed={seed}",
             dim_z=dim, seed=seed, test_sse=10.0 / dim, pca_test_sse=12.0 / dim, hidden=[256, 64],
             overrides=[f"dim_z={dim}", f"seed={seed}", "optimizer=sgd"],
-            run_dir=str(tmp_path / "sw" / f"dim_z={dim},seed={seed}"),
         )  # fmt: skip
     table = load_sweep(tmp_path / "sw")
     assert table["dim_z"].tolist() == [8, 2] and table["seed"].tolist() == [0, 1]
     assert pd.api.types.is_integer_dtype(table["seed"])  # a swept setting, typed
     assert pd.api.types.is_float_dtype(table["test_sse"])
     assert table["hidden"].tolist() == [[256, 64], [256, 64]]  # lists stay lists
+    assert table["run_dir"].tolist() == [str(tmp_path / "sw" / f"dim_z={d},seed={s}")
+                                         for s, d in ((0, 8), (1, 2))]  # fmt: skip
     with pytest.raises(RunFolderError, match="must be a sweep folder"):
         load_sweep(tmp_path / "sw" / "dim_z=8,seed=0")
+
+
+def test_a_moved_or_copied_sweep_reads_only_its_own_files(aesweep, tmp_path: Path) -> None:
+    from tests.test_sweep import image_size, montage_size
+
+    assert aesweep("sweep", "sweep.dims=[4,2]", *SMOKE, "hydra.sweep.dir=sw").code == 0
+    shutil.copytree(tmp_path / "sw", tmp_path / "copy")
+    (tmp_path / "copy" / "dim_z=2" / "samples.npz").unlink()
+    assert aesweep("report", "copy").code == 0  # the original's dim_z=2 samples stay unread
+    assert image_size(tmp_path / "copy" / "reconstructions.png") == montage_size(rows=1 + 1)
+
+    (tmp_path / "sw").rename(tmp_path / "moved")
+    (tmp_path / "moved" / "reconstructions.png").unlink()
+    assert aesweep("report", "moved").code == 0
+    assert image_size(tmp_path / "moved" / "reconstructions.png") == montage_size(rows=1 + 2)
+    csv = pd.read_csv(tmp_path / "moved" / "loss_vs_dim.csv")
+    assert csv["run_dir"].tolist() == ["dim_z=4", "dim_z=2"]  # relative to the sweep folder
+    table = load_sweep("moved")
+    assert table["run_dir"].tolist() == [str(Path("moved") / f"dim_z={k}") for k in (4, 2)]
+    assert load(table["run_dir"][0]).hparams.dim_z == 4
+    assert "run_dir" not in json.loads((tmp_path / "moved/dim_z=4/result.json").read_text())
 
 
 def test_help_is_fast() -> None:

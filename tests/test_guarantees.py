@@ -297,17 +297,19 @@ def test_two_resumes_of_one_sweep_at_once_one_trains_and_the_other_refuses(tmp_p
 
 
 def test_a_run_of_a_sweep_being_written_is_refused(aesweep, tmp_path: Path) -> None:
-    """A job folder belongs to its sweep's writer: resuming it alone waits for that."""
+    """A job folder belongs to its sweep's writer, even one the sweep has not reached yet."""
     sweep = tmp_path / "sw"
     proc = start("sweep", "sweep.dims=[8,4]", *LONG, f"hydra.sweep.dir={sweep}")
     try:
         wait_for(lambda: (sweep / "dim_z=8" / "checkpoints" / "last.ckpt").is_file())
-        refused = aesweep("train", f"resume={sweep / 'dim_z=8'}")
+        refused = aesweep("train", "dim_z=4", *SMOKE, f"hydra.run.dir='{sweep}/dim_z=4'")
     finally:
         proc.kill()
         proc.wait()
-    assert refused.code == 2 and len(refused.lines) == 1
+    assert refused.code == 2 and len(refused.lines) == 1, refused.err
+    assert refused.lines[0].startswith(f"aesweep: error: hydra.run.dir={sweep}/dim_z=4 is invalid")
     assert f"pid {proc.pid} on" in refused.lines[0] and f"is writing {sweep};" in refused.lines[0]
+    assert not (sweep / "dim_z=4" / "result.json").exists()
 
 
 def test_the_umask_is_read_without_being_changed(monkeypatch) -> None:

@@ -129,7 +129,10 @@ class SharedStores(Callback):
     stores they share (prepare_stores)."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        prepare_stores(config, Path(str(config.hydra.sweep.dir)).name)
+        try:
+            prepare_stores(config, Path(str(config.hydra.sweep.dir)).name)
+        except Exception as e:  # each job then tries on its own, and trains either way
+            print(f"aesweep: could not prepare the loggers' store: {_reason(e)}")
 
 
 def _artifact_location(tracking_uri: str) -> str | None:

@@ -57,10 +57,12 @@ class StopOnTimeLimit(Callback):
     def __init__(self) -> None:
         self.warned = False
 
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         from aesweep import jobstart
 
-        if callable(signal.getsignal(WARNING_SIGNAL)):  # submitit's: restored at fit's end
+        # after Lightning's own handlers (SIGTERM's among them); it restores submitit's
+        # USR2 handler when fit ends
+        if callable(signal.getsignal(WARNING_SIGNAL)):
             signal.signal(WARNING_SIGNAL, self._stop)
             if jobstart.HELD:
                 jobstart.HELD.clear()

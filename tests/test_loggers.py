@@ -4,7 +4,6 @@ once, and a missing package refused before training."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import SMOKE, run_subprocess
+from tests.conftest import SMOKE, result_of, run_subprocess
 
 OPTIONAL = ("tensorboard", "mlflow", "sqlalchemy", "tensorboardX")
 
@@ -37,7 +36,7 @@ def test_tensorboard_and_csv_together_write_both(aesweep, tmp_path: Path) -> Non
     outcome = aesweep("train", "dim_z=4", *SMOKE, "logger=[csv,tensorboard]", "hydra.run.dir=r")
     assert outcome.code == 0, outcome.err
     run = tmp_path / "r"
-    result = json.loads((run / "result.json").read_text())
+    result = result_of(run)
     assert "train_loss_step" in (run / "metrics.csv").read_text().splitlines()[0]
 
     events = EventAccumulator(str(run / "tensorboard"))
@@ -62,7 +61,7 @@ def test_a_sweep_is_one_mlflow_experiment_with_a_run_per_job(aesweep, tmp_path: 
     runs = client.search_runs([experiment.experiment_id])
     assert sorted(r.info.run_name for r in runs) == ["dim_z=2", "dim_z=4"]
     for run in runs:
-        result = json.loads((tmp_path / "sw" / run.info.run_name / "result.json").read_text())
+        result = result_of(tmp_path / "sw" / run.info.run_name)
         assert run.info.status == "FINISHED"
         for name in ("test_mse", "test_sse", "pca_test_sse", "val_sse", "seconds"):
             assert run.data.metrics[name] == pytest.approx(result[name], rel=1e-6)
@@ -140,7 +139,7 @@ def test_a_logger_that_cannot_open_costs_the_run_nothing(aesweep, tmp_path: Path
         "logger.mlflow.tracking_uri=sqlite:///store.db", "hydra.sweep.dir=sw",
     )  # fmt: skip
     assert outcome.code == 0, outcome.err
-    result = json.loads((tmp_path / "sw" / "dim_z=4" / "result.json").read_text())
+    result = result_of(tmp_path / "sw" / "dim_z=4")
     assert result["status"] == "ok" and result["epochs"] == 2
     assert "unable to open database file" in result["failed_loggers"]["mlflow"]
     assert (tmp_path / "sw" / "dim_z=4" / "metrics.csv").is_file()  # the CSV logger went on

@@ -9,15 +9,16 @@ here instead, training acts on it at its first step (aesweep.requeue.StopOnTimeL
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from typing import Any
 
-HELD: list[int] = []  # warnings that came before training could act on them
+HELD = "AESWEEP_HELD_WARNING"  # set when the warning came before training could act on it
 
 
 def hold(signum: int, frame: Any) -> None:
-    HELD.append(signum)
+    os.environ[HELD] = signal.Signals(signum).name
 
 
 def main() -> None:
@@ -27,11 +28,8 @@ def main() -> None:
     from aesweep.config import quiet_launcher_schema
 
     quiet_launcher_schema()  # the job composes its config again
-
     process_job(sys.argv[-1])  # the job folder, last as in submitit's own command
 
 
 if __name__ == "__main__":
-    from aesweep import jobstart  # the importable module, whose HELD training reads
-
-    jobstart.main()
+    main()

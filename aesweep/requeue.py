@@ -58,14 +58,13 @@ class StopOnTimeLimit(Callback):
         self.warned = False
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        from aesweep import jobstart
+        from aesweep.jobstart import HELD
 
         # after Lightning's own handlers (SIGTERM's among them); it restores submitit's
         # USR2 handler when fit ends
         if callable(signal.getsignal(WARNING_SIGNAL)):
             signal.signal(WARNING_SIGNAL, self._stop)
-            if jobstart.HELD:
-                jobstart.HELD.clear()
+            if os.environ.pop(HELD, None):
                 self._stop(WARNING_SIGNAL, None)
 
     def _stop(self, signum: int, frame: Any) -> None:

@@ -284,3 +284,26 @@ def test_a_slurm_job_warned_of_its_time_limit_is_requeued_and_continues_exactly(
     assert whole["steps"] == split["steps"] == 12
     for metric in ("train_sse", "val_sse", "test_sse"):  # same batches, same updates
         assert split[metric] == whole[metric], metric
+
+
+def test_a_warning_that_came_while_the_job_was_starting_stops_it_at_its_first_step(
+    aesweep, tmp_path: Path, monkeypatch
+) -> None:
+    """SLURM may warn a job before submitit's handler is there (aesweep.jobstart holds it):
+    training acts on it at once, checkpoints after one step and hands over to submitit."""
+    from aesweep.jobstart import HELD
+
+    requeued = []
+
+    def submitit_handler(signum, frame):
+        requeued.append(signum)
+        sys.exit(-1)
+
+    monkeypatch.setenv(HELD, "SIGUSR2")
+    previous = signal.signal(signal.SIGUSR2, submitit_handler)
+    try:
+        assert aesweep("train", "dim_z=8", *SMOKE, "steps_per_call=1", "hydra.run.dir=r").code == -1
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert requeued == [signal.SIGUSR2] and HELD not in os.environ
+    assert torch.load(tmp_path / "r/checkpoints/last.ckpt", weights_only=False)["global_step"] == 1

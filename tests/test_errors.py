@@ -65,7 +65,8 @@ BAD_INPUT = [
     (["train", "threads=many"], "threads=many is invalid: must be an integer or null"),
     (
         ["train", "optimizer=adamx"],
-        "optimizer=adamx is invalid: must be one of adam, adamw, rmsprop, sgd",
+        "optimizer=adamx is invalid: must be one of adam, adam_linear, adamw, adamw_default, "
+        "rmsprop, sgd",
     ),
     (["train", "model=resnet"], "model=resnet is invalid: must be one of deep, linear, mlp"),
     (
@@ -101,6 +102,16 @@ BAD_INPUT = [
         ["train", "-m", "dim_z=8", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=0"],
         "hydra.launcher.timeout_min=0 is invalid: must be an integer >= 1",
     ),
+    (
+        [
+            "train",
+            "-m",
+            "dim_z=8",
+            "hydra/launcher=submitit_slurm",
+            "hydra.launcher.max_num_timeout=-1",
+        ],
+        "hydra.launcher.max_num_timeout=-1 is invalid: must be an integer >= 0",
+    ),  # fmt: skip
     (
         ["train", "hydra.run.dir=/proc/aesweep"],
         "hydra.run.dir=/proc/aesweep is invalid: cannot write",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.conftest import SMOKE, run_subprocess
+from tests.conftest import SMOKE, result_of, run_subprocess
 from tests.test_sweep import status_of, wait_for
 
 LONG = ["data.subset=300", "trainer=smoke", "trainer.max_epochs=300", "patience=null"]
@@ -38,7 +39,7 @@ def test_sigterm_keeps_the_checkpoint_and_resume_finishes_the_run(tmp_path: Path
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM
-    result = json.loads((run / "result.json").read_text())
+    result = result_of(run)
     assert result["status"] == "interrupted" and "SIGTERM" in result["error"]
     assert "aesweep: interrupted by SIGTERM; continue with resume=<this run folder>" in err
     stopped = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
@@ -46,7 +47,7 @@ def test_sigterm_keeps_the_checkpoint_and_resume_finishes_the_run(tmp_path: Path
 
     done = run_subprocess("train", f"resume={run}")
     assert done.returncode == 0, done.stderr
-    resumed = json.loads((run / "result.json").read_text())
+    resumed = result_of(run)
     assert resumed["status"] == "ok" and resumed["epochs"] == 300
     assert resumed["steps"] == 300 * 5  # continued, not restarted: no step done twice
     assert resumed["resumed_from"] == str(run / "checkpoints" / "last.ckpt")
@@ -172,14 +173,14 @@ def test_a_run_resumed_mid_epoch_matches_one_never_interrupted(
         return train_step(self, batch, batch_idx)
 
     monkeypatch.setattr(AutoEncoder, "training_step", ctrl_c_at_step_6)
+    sigint = signal.getsignal(signal.SIGINT)
     assert aesweep(*args, "hydra.run.dir=split").code == 130
+    assert signal.getsignal(signal.SIGINT) == sigint  # Lightning's SIG_IGN ends with the run
     monkeypatch.setattr(AutoEncoder, "training_step", train_step)  # (undo() would leave tmp_path)
     stopped = torch.load(tmp_path / "split/checkpoints/last.ckpt", weights_only=False)
     assert (stopped["epoch"], stopped["global_step"]) == (1, 6)
     assert aesweep("train", "resume=split").code == 0
-    whole, split = (
-        json.loads((tmp_path / r / "result.json").read_text()) for r in ("whole", "split")
-    )
+    whole, split = (result_of(tmp_path / r) for r in ("whole", "split"))
     assert whole["steps"] == split["steps"] == 12
     for metric in ("train_sse", "val_sse", "test_sse"):  # same batches, same updates
         assert split[metric] == whole[metric], metric
@@ -194,7 +195,7 @@ def test_resume_extends_a_finished_run_and_refuses_a_changed_model(aesweep, tmp_
         "checkpoint_every_s, trainer.enable_progress_bar and hydra.* may change"
     ]
     assert aesweep("train", "resume=run", "trainer.max_epochs=4").code == 0
-    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    result = result_of(tmp_path / "run")
     assert (result["status"], result["epochs"], result["steps"]) == ("ok", 4, 4 * 5)
     assert "trainer.max_epochs=4" in result["overrides"]
 
@@ -337,3 +338,77 @@ def test_every_file_of_a_run_follows_the_umask_the_checkpoint_too(tmp_path: Path
     assert done.returncode == 0, done.stderr
     for name in ("result.json", "reconstructions.png", "samples.npz", "checkpoints/last.ckpt"):
         assert stat.S_IMODE((tmp_path / "run" / name).stat().st_mode) == 0o640, name
+
+
+def test_a_slurm_job_warned_of_its_time_limit_is_requeued_and_continues_exactly(
+    aesweep, tmp_path: Path, monkeypatch
+) -> None:
+    """SLURM's warning (USR2) stops training at the end of the step with last.ckpt saved,
+    then goes to submitit's handler (here a stand-in), which requeues the job; the requeued
+    job, the same SLURM job in the same folder, continues: the run of an uninterrupted job."""
+    from aesweep.cli import run_hydra
+    from aesweep.model import AutoEncoder
+
+    args = ["dim_z=8", "trainer=smoke", "data.subset=500", "trainer.max_epochs=3",
+            "data.batch_size=128", "steps_per_call=1"]  # fmt: skip
+    assert aesweep("train", *args, "hydra.run.dir=whole").code == 0
+    requeued = []
+
+    def submitit_handler(signum, frame):  # submitit's: requeue the job, then exit
+        requeued.append(signum)
+        sys.exit(-1)
+
+    train_step = AutoEncoder.training_step
+
+    def warned_at_step_6(self, batch, batch_idx):  # 4 steps an epoch: inside the second
+        if self.global_step == 6:
+            os.kill(os.getpid(), signal.SIGUSR2)
+        return train_step(self, batch, batch_idx)
+
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    monkeypatch.setattr(AutoEncoder, "training_step", warned_at_step_6)
+    previous = signal.signal(signal.SIGUSR2, submitit_handler)
+    try:
+        assert aesweep("train", *args, "hydra.run.dir=split").code == -1
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    monkeypatch.setattr(AutoEncoder, "training_step", train_step)
+    assert requeued == [signal.SIGUSR2]
+    stopped = json.loads((tmp_path / "split" / "result.json").read_text())
+    assert stopped["status"] == "interrupted" and "time limit near" in stopped["error"]
+    ckpt = torch.load(tmp_path / "split/checkpoints/last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == 7  # the step under way when the warning came, finished
+
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")  # SLURM starts the job again; submitit
+    run_hydra("aesweep.train:run_job", [*args, "hydra.run.dir=split"])  # runs the Hydra task
+    whole, split = (
+        json.loads((tmp_path / r / "result.json").read_text()) for r in ("whole", "split")
+    )
+    assert split["status"] == "ok" and split["requeued"] == 1 and split["slurm_job"] == "42"
+    assert split["resumed_from"] == str(tmp_path / "split" / "checkpoints" / "last.ckpt")
+    assert whole["steps"] == split["steps"] == 12
+    for metric in ("train_sse", "val_sse", "test_sse"):  # same batches, same updates
+        assert split[metric] == whole[metric], metric
+
+
+def test_a_warning_that_came_while_the_job_was_starting_stops_it_at_its_first_step(
+    aesweep, tmp_path: Path, monkeypatch
+) -> None:
+    """SLURM may warn a job before submitit's handler is there (aesweep.jobstart holds it):
+    training acts on it at once, checkpoints after one step and hands over to submitit."""
+    from aesweep.jobstart import HELD
+
+    requeued = []
+
+    def submitit_handler(signum, frame):
+        requeued.append(signum)
+        sys.exit(-1)
+
+    monkeypatch.setenv(HELD, "SIGUSR2")
+    previous = signal.signal(signal.SIGUSR2, submitit_handler)
+    try:
+        assert aesweep("train", "dim_z=8", *SMOKE, "steps_per_call=1", "hydra.run.dir=r").code == -1
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert requeued == [signal.SIGUSR2] and HELD not in os.environ
+    assert torch.load(tmp_path / "r/checkpoints/last.ckpt", weights_only=False)["global_step"] == 1

@@ -4,14 +4,14 @@ once, and a missing package refused before training."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from tests.conftest import SMOKE
+from tests.conftest import SMOKE, result_of, run_subprocess
 
 OPTIONAL = ("tensorboard", "mlflow", "sqlalchemy", "tensorboardX")
 
@@ -36,7 +36,7 @@ def test_tensorboard_and_csv_together_write_both(aesweep, tmp_path: Path) -> Non
     outcome = aesweep("train", "dim_z=4", *SMOKE, "logger=[csv,tensorboard]", "hydra.run.dir=r")
     assert outcome.code == 0, outcome.err
     run = tmp_path / "r"
-    result = json.loads((run / "result.json").read_text())
+    result = result_of(run)
     assert "train_loss_step" in (run / "metrics.csv").read_text().splitlines()[0]
 
     events = EventAccumulator(str(run / "tensorboard"))
@@ -61,7 +61,7 @@ def test_a_sweep_is_one_mlflow_experiment_with_a_run_per_job(aesweep, tmp_path: 
     runs = client.search_runs([experiment.experiment_id])
     assert sorted(r.info.run_name for r in runs) == ["dim_z=2", "dim_z=4"]
     for run in runs:
-        result = json.loads((tmp_path / "sw" / run.info.run_name / "result.json").read_text())
+        result = result_of(tmp_path / "sw" / run.info.run_name)
         assert run.info.status == "FINISHED"
         for name in ("test_mse", "test_sse", "pca_test_sse", "val_sse", "seconds"):
             assert run.data.metrics[name] == pytest.approx(result[name], rel=1e-6)
@@ -107,3 +107,40 @@ def test_an_unknown_logger_lists_the_choices(aesweep) -> None:
     assert outcome.lines == [
         "aesweep: error: logger=wandb is invalid: must be one of csv, mlflow, tensorboard"
     ]
+
+
+def test_four_parallel_jobs_share_one_fresh_mlflow_store(tmp_path: Path) -> None:
+    """The store and the sweep's experiment are created once, before the jobs start; jobs
+    that each migrated a fresh SQLite schema and created the experiment failed 7 of 8."""
+    pytest.importorskip("mlflow")
+    import mlflow
+
+    dims = [16, 8, 4, 2, 1, 3, 5, 6]
+    done = run_subprocess(
+        "sweep", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4", "logger=mlflow",
+        f"sweep.dims=[{','.join(map(str, dims))}]", "trainer=smoke", "data.subset=200",
+        "hydra.sweep.dir=sw",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = pd.read_csv(tmp_path / "sw" / "loss_vs_dim.csv")
+    assert sorted(rows["dim_z"]) == sorted(dims) and (rows["status"] == "ok").all()
+    assert rows["failed_loggers"].isna().all()
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("sw").experiment_id])
+    assert sorted(r.info.run_name for r in runs) == sorted(f"dim_z={k}" for k in dims)
+    assert {r.info.status for r in runs} == {"FINISHED"}
+
+
+def test_a_logger_that_cannot_open_costs_the_run_nothing(aesweep, tmp_path: Path) -> None:
+    pytest.importorskip("mlflow")
+    (tmp_path / "store.db").mkdir()  # not a database: SQLite cannot open it
+    outcome = aesweep(
+        "sweep", "sweep.dims=[4]", *SMOKE, "logger=[csv,mlflow]",
+        "logger.mlflow.tracking_uri=sqlite:///store.db", "hydra.sweep.dir=sw",
+    )  # fmt: skip
+    assert outcome.code == 0, outcome.err
+    result = result_of(tmp_path / "sw" / "dim_z=4")
+    assert result["status"] == "ok" and result["epochs"] == 2
+    assert "unable to open database file" in result["failed_loggers"]["mlflow"]
+    assert (tmp_path / "sw" / "dim_z=4" / "metrics.csv").is_file()  # the CSV logger went on
+    assert "logger mlflow failed: " in (tmp_path / "sw" / "report.md").read_text()

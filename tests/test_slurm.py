@@ -1,10 +1,11 @@
 """Sweeps on a real SLURM cluster: the one-node cluster of scripts/slurm_cluster.sh (slurmctld,
-slurmd, slurmdbd with MariaDB), driven through Hydra's submitit_slurm launcher. A cluster
-that cannot start fails these tests with its reason; they are never skipped."""
+slurmd, slurmdbd with MariaDB), driven through Hydra's submitit_slurm launcher. Where the
+cluster cannot start (it needs root and apt) these tests skip with its reason, unless
+AESWEEP_REQUIRE_SLURM=1 (.ci/run sets it): then they fail, so CI fails when the cluster does."""
 
 from __future__ import annotations
 
-import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from tests.conftest import SMOKE, run_subprocess
+from tests.conftest import SMOKE, result_of, run_subprocess
 from tests.test_sweep import status_of, wait_for
 
 SCRIPT = Path(__file__).parents[1] / "scripts" / "slurm_cluster.sh"
@@ -29,7 +30,10 @@ def slurm_conf() -> Iterator[str]:
     was_running = subprocess.run(["bash", SCRIPT, "status"], capture_output=True).returncode == 0
     started = subprocess.run(["bash", SCRIPT, "start"], capture_output=True, text=True)
     if started.returncode != 0:
-        pytest.fail(f"the SLURM cluster did not start: {started.stderr.strip()}", pytrace=False)
+        reason = f"the SLURM cluster did not start: {started.stderr.strip()}"
+        if os.environ.get("AESWEEP_REQUIRE_SLURM") == "1":
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(f"{reason} (AESWEEP_REQUIRE_SLURM=1 makes this a failure)")
     conf = started.stdout.strip().splitlines()[-1].removeprefix("export SLURM_CONF=")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SLURM_CONF", conf)
@@ -131,7 +135,9 @@ def test_scancel_then_resume_finishes_each_job_once(slurm_conf, tmp_path: Path) 
         out, _ = proc.communicate(timeout=180)
     finally:
         proc.kill()
-    assert proc.returncode != 0  # the launcher reports the cancelled job
+    assert proc.returncode == 1, out[-3000:]  # one line per job without a result, no traceback
+    assert f"aesweep: job {job} (dim_z=2) ended without a result: CANCELLED; log: " in out
+    assert f"rerun them with: aesweep sweep resume={sweep}" in out and "Traceback" not in out
     assert sacct_states(job)[job].startswith("CANCELLED")
     assert status_of(cancelled) == "interrupted", out[-3000:]  # SIGTERM: checkpoint, record
 
@@ -139,7 +145,7 @@ def test_scancel_then_resume_finishes_each_job_once(slurm_conf, tmp_path: Path) 
     assert done.returncode == 0, done.stderr[-3000:]
     rows = table(sweep)
     assert rows["dim_z"].tolist() == [4, 2] and (rows["status"] == "ok").all()
-    resumed = json.loads((cancelled / "result.json").read_text())
+    resumed = result_of(cancelled)
     assert resumed["resumed_from"] == str(cancelled / "checkpoints" / "last.ckpt")
     assert resumed["epochs"] == 30
     kept = slurm_job_id(sweep / "dim_z=4")  # the resumed sweep's job: it kept the result
@@ -193,3 +199,70 @@ def test_each_job_gets_its_own_gpu(slurm_conf, tmp_path: Path) -> None:
         log = (sweep / ".submitit" / job / f"{job}_0_log.out").read_text()
         visible += [line.split(": ")[1] for line in log.splitlines() if line.startswith("visible:")]
     assert sorted(visible) == ["0", "1"]  # both jobs ran at once, on different GPUs
+
+
+def test_a_requeued_job_ends_like_one_never_interrupted(slurm_conf, tmp_path: Path) -> None:
+    """`scontrol requeue` (as a preemption: SIGTERM) early in the job, then its 1-minute time
+    limit (SLURM's USR2 warning, 5 s before the limit plus up to 30 s of SLURM's check): each
+    time the job checkpoints, is requeued and continues in its folder. It ends with the steps
+    and test_sse of the same run done in one go, and the terminal follows it. (Once warned,
+    the job gets 10 minutes, so that a slow machine needs no further requeues.)"""
+    run = ["dim_z=8", "data.subset=1000", "trainer.max_epochs=400", "patience=null",
+           "threads=1", "steps_per_call=1"]  # fmt: skip
+    whole = subprocess.Popen(  # the reference, alongside: the node has two cores
+        [sys.executable, "-m", "aesweep", "train", *run, f"hydra.run.dir={tmp_path / 'whole'}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    sweep = tmp_path / "sw"
+    limit = ["hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=5",
+             "hydra.launcher.cpus_per_task=1"]  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aesweep", "train", "-m", SLURM, *run, *limit,
+         f"hydra.sweep.dir={sweep}"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    job_dir = sweep / "dim_z=8"
+    try:
+        wait_for(timeout=180, condition=lambda: (job_dir / "checkpoints" / "last.ckpt").is_file())
+        job = slurm_job_id(job_dir)
+        log = sweep / ".submitit" / job / f"{job}_0_log.out"
+        subprocess.run(["scontrol", "requeue", job], check=True)
+        wait_for(timeout=300, condition=lambda: "time limit near" in log.read_text())
+        subprocess.run(["scontrol", "update", f"JobId={job}", "TimeLimit=10"], check=True)
+        out, _ = proc.communicate(timeout=900)
+        assert whole.wait(timeout=300) == 0, whole.stderr.read()[-3000:]
+    finally:
+        proc.kill()
+        whole.kill()
+    assert proc.returncode == 0, out[-3000:]
+    expected, result = result_of(tmp_path / "whole"), result_of(job_dir)
+    assert result["status"] == "ok" and result["epochs"] == 400
+    assert result["steps"] == expected["steps"] and result["test_sse"] == expected["test_sse"]
+    assert result["requeued"] == 2 and result["slurm_job"] == job
+    assert table(sweep)["status"].tolist() == ["ok"]  # the job once
+    assert "Requeued job" in log.read_text()  # by submitit, after the warning
+    for line in ("dim_z=8: started (SLURM job", "dim_z=8: requeued (SLURM job",
+                 "dim_z=8: started again (SLURM job", "[1/1 done in "):  # fmt: skip
+        assert line in out, out[-3000:]
+    assert "Traceback" not in out
+
+
+@pytest.mark.parametrize(
+    ("prepare", "reason"),
+    [
+        (lambda d: None, "was not created by this script"),
+        (lambda d: d.chmod(0o777), "is writable by others (mode 777)"),
+        (lambda d: os.chown(d, 65534, 65534), "belongs to uid 65534, not to us"),
+    ],
+)
+def test_the_cluster_refuses_a_state_folder_it_did_not_create(tmp_path, prepare, reason) -> None:
+    """The daemons run as root and trust the folder's munge key: a folder someone else made
+    first (with a key of their own) is refused before anything is read or started."""
+    folder = tmp_path / "state"
+    folder.mkdir(mode=0o700)
+    (folder / "munge.key").write_bytes(b"k" * 1024)
+    prepare(folder)
+    env = {**os.environ, "AESWEEP_SLURM_DIR": str(folder)}
+    done = subprocess.run(["bash", SCRIPT, "start"], env=env, capture_output=True, text=True)
+    assert done.returncode == 1 and reason in done.stderr and "refusing it" in done.stderr
+    assert sorted(p.name for p in folder.iterdir()) == ["munge.key"]  # nothing written

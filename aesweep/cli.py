@@ -171,7 +171,7 @@ def prepare(rest: list[str], job_name: str) -> list[str]:
     configs = [compose(job + extra, args) for job in jobs]
     for cfg in configs:
         validate_job(cfg, job_name, multirun=args.multirun)
-    lock_output(configs[0], resume, multirun=args.multirun)
+    extra.append(lock_output(configs[0], resume, multirun=args.multirun))
     if args.multirun:
         extra += dirname_overrides(overrides, swept)
         extra.append(f"hydra.callbacks.sweep_report.n_jobs={len(jobs)}")  # progress lines
@@ -320,16 +320,18 @@ def validate_job(cfg: Any, job_name: str, multirun: bool) -> None:
         )
 
 
-def lock_output(cfg: Any, resume: str | None, multirun: bool) -> None:
+def lock_output(cfg: Any, resume: str | None, multirun: bool) -> str:
     """One writer per folder: hold the sweep (or run) folder until the command ends; a run
     resumed inside a sweep holds that sweep too. A folder another live process writes is
-    refused, naming it."""
+    refused, naming it. Returns the override that pins the folder for Hydra (its default
+    name, with ${now:} and a random id, would resolve anew)."""
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     folder = Path(str(cfg.hydra.sweep.dir if multirun else cfg.hydra.run.dir))
     setting = f"resume={resume}" if resume is not None else f"{key}={folder}"
     if not multirun and (folder.parent / "multirun.yaml").is_file():
         lock_folder(folder.parent, setting)
     lock_folder(folder, setting)
+    return f"{key}='{str(folder).replace(chr(39), chr(92) + chr(39))}'"
 
 
 def dirname_overrides(overrides: list[str], swept: list[str]) -> list[str]:

@@ -7,7 +7,7 @@ import ast
 from pathlib import Path
 
 LAYER = {"config": 0, "io": 0, "plots": 0, "data": 1, "loggers": 1, "progress": 1,
-         "model": 2, "pca": 2, "train": 3, "report": 4, "trained": 5, "cli": 6,
+         "model": 2, "pca": 2, "probe": 2, "train": 3, "report": 4, "trained": 5, "cli": 6,
          "__main__": 7, "__init__": 7}  # fmt: skip
 
 

@@ -89,11 +89,16 @@ def test_a_run_at_k_2_reports_the_probes_and_draws_its_code_plane(aesweep, tmp_p
     assert matplotlib.image.imread(tmp_path / "run" / "manifold.png").shape[:2] == (700, 700)
 
 
-def test_probe_false_turns_the_probes_off(aesweep, tmp_path) -> None:
-    outcome = aesweep("train", "dim_z=4", "probe=false", *SMOKE, "hydra.run.dir=run")
-    assert outcome.code == 0, outcome.err
-    result = json.loads((tmp_path / "run" / "result.json").read_text())
-    assert not set(ACCURACIES) & set(result)
+def test_probe_false_turns_the_probes_off_and_the_errors_stay(aesweep, tmp_path) -> None:
+    for probe in ("true", "false"):
+        outcome = aesweep("train", "dim_z=4", f"probe={probe}", *SMOKE, f"hydra.run.dir={probe}")
+        assert outcome.code == 0, outcome.err
+    probed, plain = (
+        json.loads((tmp_path / p / "result.json").read_text()) for p in ("true", "false")
+    )
+    assert set(ACCURACIES) <= set(probed) and not set(ACCURACIES) & set(plain)
+    for key in ("test_sse", "val_sse", "train_sse", "pca_test_sse"):  # the probes read, never train
+        assert probed[key] == plain[key], key
 
 
 def test_the_report_shows_the_accuracies_against_pca(aesweep, tmp_path) -> None:

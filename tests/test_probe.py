@@ -91,10 +91,10 @@ def test_a_run_at_k_2_reports_the_probes_and_draws_its_code_plane(aesweep, tmp_p
 
 def test_probe_false_turns_the_probes_off_and_the_errors_stay(aesweep, tmp_path) -> None:
     for probe in ("true", "false"):
-        outcome = aesweep("train", "dim_z=4", f"probe={probe}", *SMOKE, f"hydra.run.dir={probe}")
+        outcome = aesweep("train", "dim_z=4", f"probe={probe}", *SMOKE, f"hydra.run.dir=p{probe}")
         assert outcome.code == 0, outcome.err
     probed, plain = (
-        json.loads((tmp_path / p / "result.json").read_text()) for p in ("true", "false")
+        json.loads((tmp_path / p / "result.json").read_text()) for p in ("ptrue", "pfalse")
     )
     assert set(ACCURACIES) <= set(probed) and not set(ACCURACIES) & set(plain)
     for key in ("test_sse", "val_sse", "train_sse", "pca_test_sse"):  # the probes read, never train

@@ -63,6 +63,8 @@ DESCRIPTION_COLUMNS = [
     "seed",
     "input_dim",
     "component_abs_cos",
+    "requeued",
+    "failed_loggers",
     "run_dir",
 ]
 IGNORED_OVERRIDES = ("dim_z", *NOT_JOB_SETTINGS)
@@ -325,7 +327,11 @@ def markdown_report(sweep_dir: Path, table: pd.DataFrame, montages: list[tuple[s
         files = ("reconstructions.png", "latent.png", "manifold.png", "pca_components.png",
                  "result.json")  # fmt: skip
         links = [f"[{f}]({folder.name}/{f})" for f in files if (folder / f).is_file()]
-        parts.append(f"- [{folder.name}]({folder.name}/) ({row['status']}): " + ", ".join(links))
+        failed = row.get("failed_loggers")
+        failed = failed if isinstance(failed, dict) else {}
+        notes = [f"logger {k} failed: {v}" for k, v in failed.items()]
+        parts.append(f"- [{folder.name}]({folder.name}/) ({row['status']}): "
+                     + "; ".join([", ".join(links), *notes]))  # fmt: skip
     return "\n".join(parts) + "\n"
 
 
@@ -486,15 +492,21 @@ def duration(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds < 6000 else f"{seconds / 3600:.1f} h"
 
 
-def progress_line(done: int, total: int | None, elapsed: float, job: str, result: Any) -> str:
-    """`[3/9 done, ~42 s left] dim_z=32: test_sse=8.555 (PCA 13.297)`; the time left assumes
-    the jobs still to run take as long as the finished ones did on average."""
+def progress_head(done: int, total: int | None, elapsed: float) -> str:
+    """`[3/9 done, ~42 s left]`: the time left assumes the jobs still to run take as long as
+    the finished ones did on average."""
     if total is None:
-        head = f"[{done} done]"
-    elif done < total:
-        head = f"[{done}/{total} done, ~{duration(elapsed / done * (total - done))} left]"
-    else:
-        head = f"[{done}/{total} done in {duration(elapsed)}]"
+        return f"[{done} done]"
+    if done == 0:
+        return f"[0/{total} done]"
+    if done < total:
+        return f"[{done}/{total} done, ~{duration(elapsed / done * (total - done))} left]"
+    return f"[{done}/{total} done in {duration(elapsed)}]"
+
+
+def progress_line(done: int, total: int | None, elapsed: float, job: str, result: Any) -> str:
+    """`[3/9 done, ~42 s left] dim_z=32: test_sse=8.555 (PCA 13.297)`."""
+    head = progress_head(done, total, elapsed)
     if not isinstance(result, dict):
         return f"{head} {job}: failed: {result}"
     if result.get("status") != "ok":

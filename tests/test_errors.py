@@ -103,6 +103,16 @@ BAD_INPUT = [
         "hydra.launcher.timeout_min=0 is invalid: must be an integer >= 1",
     ),
     (
+        [
+            "train",
+            "-m",
+            "dim_z=8",
+            "hydra/launcher=submitit_slurm",
+            "hydra.launcher.max_num_timeout=-1",
+        ],
+        "hydra.launcher.max_num_timeout=-1 is invalid: must be an integer >= 0",
+    ),  # fmt: skip
+    (
         ["train", "hydra.run.dir=/proc/aesweep"],
         "hydra.run.dir=/proc/aesweep is invalid: cannot write",
     ),

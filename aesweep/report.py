@@ -320,7 +320,7 @@ def markdown_report(sweep_dir: Path, table: pd.DataFrame, montages: list[tuple[s
     for label, name in montages:
         parts += [f"### Reconstructions {label}".rstrip(), "", f"![reconstructions]({name})", ""]
     parts += against_pca(table[table["status"] == "ok"], settings)
-    parts += what_codes_keep(table[table["status"] == "ok"], settings, sweep_dir)
+    parts += what_codes_keep(table[table["status"] == "ok"], sweep_dir)
     parts += ["## Runs", ""]
     for _, row in table.iterrows():
         folder = Path(str(row["run_dir"]))
@@ -376,7 +376,7 @@ def against_pca(ok: pd.DataFrame, settings: list[str]) -> list[str]:
     ]
 
 
-def what_codes_keep(ok: pd.DataFrame, settings: list[str], sweep_dir: Path) -> list[str]:
+def what_codes_keep(ok: pd.DataFrame, sweep_dir: Path) -> list[str]:
     """report.md's probe section: the figure, and where the AE's codes separate the classes
     better or worse than PCA's (linear probe, mean over seeds; within 0.01 is a tie)."""
     rows = probed(ok)

@@ -397,9 +397,9 @@ def write_artefacts(
     if cfg.dim_z <= 2:
         codes = model.encode(splits.test_x)
         save_figure(draw_latent(codes, splits.test_y), run_dir / "latent.png")
-    if cfg.dim_z == 2:
-        fig = draw_manifold(*code_plane(model.decode, codes), splits.image_shape)
-        save_figure(fig, run_dir / "manifold.png")
+    if cfg.dim_z == 2 and splits.image_shape:  # labels or not; vectors draw no images
+        plane = code_plane(model.decode, model.encode(splits.test_x))
+        save_figure(draw_manifold(*plane, splits.image_shape), run_dir / "manifold.png")
     if is_linear(cfg):
         decoder = model.decoder[-1].weight  # (d, k): its columns span the decoded subspace
         comparison, recovered = compare_subspaces(decoder, pca, splits.train_x - pca.mean)

@@ -385,7 +385,12 @@ def what_codes_keep(ok: pd.DataFrame, sweep_dir: Path) -> list[str]:
     parts = ["## What the codes keep", ""]
     if (sweep_dir / "accuracy_vs_dim.png").is_file():
         parts += ["![test accuracy on the codes vs dim(z)](accuracy_vs_dim.png)", ""]
-    for label, sizes in combinations(per_size(rows)):
+    every = per_size(rows)
+    if every["n_seeds"].max() > 1:  # mean and spread over seeds, as for the error
+        spread = [f"{c}{s}" for c in ACCURACIES for s in ("", "_min", "_max")]
+        shown = [*every.attrs.get("settings", []), "dim_z", "n_seeds", *spread]
+        parts += [markdown_table(every[shown]), ""]
+    for label, sizes in combinations(every):
         gap = (sizes["probe_acc"] - sizes["pca_probe_acc"]).to_numpy()
         masks = (gap > 0.01, gap < -0.01, np.abs(gap) <= 0.01)
         better, worse, same = (listed(sizes["dim_z"][m]) for m in masks)

@@ -91,6 +91,7 @@ def test_a_sweep_over_seeds_reports_mean_and_spread(aesweep, tmp_path: Path) -> 
     accuracy = accuracy_figure(collect(sweep)).axes[0]  # the probes: mean and spread too
     assert "mean of 2 seeds, band: min-max" in accuracy.get_title()
     assert len(accuracy.collections) == 2  # linear probe and 5-NN bands
+    assert "| dim_z | n_seeds | probe_acc | probe_acc_min | probe_acc_max |" in report
 
 
 def test_sweep_seeds_must_be_distinct(aesweep) -> None:

@@ -92,6 +92,7 @@ class TrainConfig:
     cuda_graph: bool = True
     select: Select = Select.last  # best: the weights of the best validation (val_mse)
     patience: int | None = None  # stop after this many validations without a better one
+    probe: bool = True  # linear probe and 5-NN on the codes, where the data have labels
     matmul_precision: MatmulPrecision = MatmulPrecision.highest
     scheduler: Any = None  # null or a config with _target_ (OmegaConf cannot merge into an
     # Optional[Dict] that is null)

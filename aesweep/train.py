@@ -41,7 +41,8 @@ from aesweep.lock import FolderLocked, lock_folder
 from aesweep.loggers import build_loggers, log_results
 from aesweep.model import AutoEncoder, DivergenceError, score
 from aesweep.pca import PCAFit, compare_subspaces, pca_of
-from aesweep.plots import draw_components, draw_latent, draw_montage
+from aesweep.plots import draw_components, draw_latent, draw_manifold, draw_montage
+from aesweep.probe import code_plane, probe_codes
 from aesweep.progress import plain_progress
 from aesweep.requeue import (
     StopOnTimeLimit,
@@ -362,6 +363,9 @@ def train(
         "torch_threads": torch.get_num_threads(),
     }
     model.eval()
+    if trainer.is_global_zero and cfg.probe:
+        metrics.update(probe_codes(model.cpu().encode, splits, pca, cfg.dim_z))
+    clock.lap("probe")
     if trainer.is_global_zero:
         metrics.update(write_artefacts(model, splits, pca, cfg, run_dir))
     clock.lap("artefacts")
@@ -394,6 +398,9 @@ def write_artefacts(
     if cfg.dim_z <= 2:
         codes = model.encode(splits.test_x)
         save_figure(draw_latent(codes, splits.test_y), run_dir / "latent.png")
+    if cfg.dim_z == 2 and splits.image_shape:  # labels or not; vectors draw no images
+        plane = code_plane(model.decode, model.encode(splits.test_x))
+        save_figure(draw_manifold(*plane, splits.image_shape), run_dir / "manifold.png")
     if is_linear(cfg):
         decoder = model.decoder[-1].weight  # (d, k): its columns span the decoded subspace
         comparison, recovered = compare_subspaces(decoder, pca, splits.train_x - pca.mean)

@@ -42,6 +42,7 @@ BAD_INPUT = [
         "data.root=/etc/passwd is invalid: must be a folder",
     ),
     (["train", "model.center=maybe"], "model.center=maybe is invalid: must be true or false"),
+    (["train", "probe=maybe"], "probe=maybe is invalid: must be true or false"),
     (
         ["train", "trainer.devices=many"],
         "trainer.devices=many is invalid: must be auto, -1, a positive",

@@ -85,7 +85,7 @@ class TrainConfig:
     resume: str | None = None
     checkpoint_every_s: float = 10.0
     threads: int | None = None
-    steps_per_call: int | None = None  # null: 32 on one CUDA device, 8 on one CPU, else 1
+    steps_per_call: int | None = None  # null: 32 on one CUDA device, else 1
     cuda_graph: bool = True
     select: Select = Select.last  # best: the weights of the best validation (val_mse)
     patience: int | None = None  # stop after this many validations without a better one

@@ -35,10 +35,13 @@ from pytorch_lightning.utilities import rank_zero_only
 from torch import Tensor
 
 from aesweep.config import NOT_JOB_SETTINGS, RESULT, ConfigError, check_machine, override_key
-from aesweep.data import DataError, Splits, TensorDataModule, load_splits
+from aesweep.data import DataError, Splits, load_splits
+from aesweep.datamodule import TensorDataModule
+from aesweep.fast import ChunkedAutoEncoder
 from aesweep.io import save_figure, write_json
 from aesweep.loggers import build_loggers, log_results
 from aesweep.model import AutoEncoder, DivergenceError, score
+from aesweep.nets import CheckpointError, net_settings, read_checkpoint
 from aesweep.pca import PCAFit, compare_subspaces, pca_of
 from aesweep.plots import draw_components, draw_latent, draw_montage
 from aesweep.progress import plain_progress
@@ -67,10 +70,6 @@ def quiet_lightning() -> Iterator[None]:
             yield
         finally:
             log.removeFilter(no_tips)
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint to continue from is damaged or belongs to another model."""
 
 
 class Interrupted(Exception):
@@ -124,39 +123,30 @@ def build_model(cfg: DictConfig, splits: Splits, pca: PCAFit) -> AutoEncoder:
 
 
 def new_model(cfg: DictConfig, input_dim: int) -> AutoEncoder:
-    """The untrained autoencoder a job's config describes (also what a checkpoint loads into)."""
-    return AutoEncoder(
-        input_dim=input_dim,
-        dim_z=cfg.dim_z,
-        hidden=list(cfg.model.hidden),
-        activation=str(cfg.model.activation),
-        output=str(cfg.model.output),
+    """The untrained autoencoder a job's config describes, with its training recipe."""
+    settings = dict(
+        **net_settings(cfg, input_dim),
         loss=str(cfg.loss.name),
         optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
         scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.scheduler else None,
-        center=cfg.model.center,
-        steps_per_call=steps_per_call(cfg),
-        kind=str(cfg.model.kind),
         input_noise=cfg.model.input_noise,
         linear_lr_scale=cfg.model.linear_lr_scale,
         seed=cfg.seed,
-        cuda_graph=cfg.cuda_graph,
     )
+    k = steps_per_call(cfg)
+    if k == 1:
+        return AutoEncoder(**settings)
+    return ChunkedAutoEncoder(steps_per_call=k, cuda_graph=cfg.cuda_graph, **settings)
 
 
 def steps_per_call(cfg: DictConfig) -> int:
     """cfg.steps_per_call (null: 32 on one CUDA device, where Lightning's per-step cost
-    dominates; 8 on one CPU or other device, where it is ~5% of a default step; 1 across
-    several devices), or 1 where a setting needs Lightning's own optimizer loop (clipping,
-    accumulation, a step limit that may end inside a chunk): with a one-line notice if the
-    user asked for more. Chunks give the same updates as single steps (tested bit for bit)."""
+    dominates a step; else 1: on a CPU chunks gain ~5%, docs/benchmarks.md), or 1 where a
+    setting needs Lightning's own optimizer loop (clipping, accumulation, a step limit that
+    may end inside a chunk): with a one-line notice if the user asked for more. Chunks give
+    the same updates as single steps (tested bit for bit)."""
     asked = cfg.steps_per_call
-    if asked is not None:
-        k = asked
-    elif not on_one_device(cfg.trainer):
-        k = 1
-    else:
-        k = 32 if on_one_cuda_device(cfg.trainer) else 8
+    k = asked if asked is not None else 32 if on_one_cuda_device(cfg.trainer) else 1
     plain = {"gradient_clip_val": None, "accumulate_grad_batches": 1, "max_steps": -1}
     needs = [
         f"trainer.{key}={v}" for key, d in plain.items() if (v := cfg.trainer.get(key, d)) != d
@@ -250,21 +240,15 @@ def build_trainer(cfg: DictConfig, run_dir: Path, last: LastCheckpoint) -> pl.Tr
 
 
 def check_checkpoint(path: Path, model: AutoEncoder) -> dict[str, Any]:
-    """Fail with the file's name when a checkpoint is damaged or belongs to another model,
-    instead of deep inside torch.load or load_state_dict; returns the loaded checkpoint."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        saved = ckpt["hyper_parameters"]
-    except Exception as e:
+    """The checkpoint to continue from, if it fits this model and its chunk size (a
+    mid-epoch position counts chunks: another size would skip or repeat batches)."""
+    ckpt = read_checkpoint(path, model.architecture)
+    saved = ckpt["hyper_parameters"].get("steps_per_call", 1)
+    if saved != model.steps_per_call:
         raise CheckpointError(
-            f"checkpoint {path} is damaged or not a Lightning checkpoint ({e})"
-        ) from e
-    for key in ("kind", "input_dim", "dim_z", "hidden", "activation", "output", "steps_per_call"):
-        if saved.get(key) != model.hparams[key]:
-            raise CheckpointError(
-                f"checkpoint {path} was trained with {key}={saved.get(key)}, this run has "
-                f"{key}={model.hparams[key]}"
-            )
+            f"checkpoint {path} was trained with steps_per_call={saved}, this run has "
+            f"steps_per_call={model.steps_per_call}"
+        )
     return ckpt
 
 
@@ -292,9 +276,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     pca = pca_of(cfg.data, splits)
     clock.lap("pca")
     model = build_model(cfg, splits, pca)
-    datamodule = TensorDataModule(
-        splits, cfg.data.batch_size, cfg.seed, model.hparams.steps_per_call
-    )
+    datamodule = TensorDataModule(splits, cfg.data.batch_size, cfg.seed, model.steps_per_call)
 
     ckpt_path = cfg.ckpt_path
     last = run_dir / "checkpoints" / "last.ckpt"

@@ -17,9 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 from aesweep.config import RESULT, ConfigError, input_dim
 from aesweep.data import load_splits
 from aesweep.io import replace_atomically
-from aesweep.model import AutoEncoder
+from aesweep.nets import AutoEncoderNet, CheckpointError, net_settings, read_checkpoint
 from aesweep.report import collect
-from aesweep.train import CheckpointError, check_checkpoint, new_model
 
 SPLITS = ("test", "train", "val")
 
@@ -37,23 +36,22 @@ def run_config(run_dir: Path) -> DictConfig:
     return OmegaConf.load(path)
 
 
-def load(run_dir: str | Path) -> AutoEncoder:
-    """The trained autoencoder of a run folder, on the CPU, in eval mode, without gradients:
-    `encode(x)` maps images (n, input_dim) in [0, 1] to codes (n, dim_z), `decode(z)` maps
-    codes back to pixels (output activation applied)."""
+def load(run_dir: str | Path) -> AutoEncoderNet:
+    """The trained autoencoder of a run folder, a plain nn.Module on the CPU, in eval mode,
+    without gradients: `encode(x)` maps images (n, input_dim) in [0, 1] to codes (n, dim_z),
+    `decode(z)` maps codes back to pixels (output activation applied)."""
     run_dir = Path(run_dir)
     cfg = run_config(run_dir)
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     if not ckpt.is_file():
         raise RunFolderError(f"{ckpt} is missing: this run saved no checkpoint (it stopped early)")
-    model = new_model(cfg, input_dim(cfg))
+    model = AutoEncoderNet(**net_settings(cfg, input_dim(cfg)))
     try:
-        state = check_checkpoint(ckpt, model)
+        state = read_checkpoint(ckpt, model.architecture)
         model.load_state_dict(state["state_dict"])
     except (CheckpointError, KeyError, RuntimeError) as e:
         raise RunFolderError(" ".join(str(e).split())) from None
-    model.freeze()  # eval mode, no gradients: codes come back as plain tensors
-    return model
+    return model.eval().requires_grad_(False)  # codes come back as plain tensors
 
 
 def encode_split(run_dir: str | Path, split: str = "test") -> Path:

@@ -36,7 +36,8 @@ from hydra import compose, initialize_config_module
 from torch import nn
 
 from aesweep.config import register
-from aesweep.data import TensorDataModule, load_splits
+from aesweep.data import load_splits
+from aesweep.datamodule import TensorDataModule
 from aesweep.pca import pca_of
 from aesweep.train import LastCheckpoint, build_model, build_trainer
 
@@ -178,9 +179,7 @@ def aesweep_path(cfg, splits, run_dir: Path) -> float:
     in trainer.fit (which includes moving the splits to the device)."""
     model = build_model(cfg, splits, pca_of(cfg.data, splits))
     trainer = build_trainer(cfg, run_dir, LastCheckpoint(run_dir / "last.ckpt", 10))
-    datamodule = TensorDataModule(
-        splits, cfg.data.batch_size, cfg.seed, model.hparams.steps_per_call
-    )
+    datamodule = TensorDataModule(splits, cfg.data.batch_size, cfg.seed, model.steps_per_call)
     start = time.perf_counter()
     unseen = io.StringIO()  # the progress bar draws as in a terminal, but out of sight
     with contextlib.redirect_stdout(unseen), contextlib.redirect_stderr(unseen):

@@ -78,7 +78,7 @@ def train_linear_ae(splits, k: int, epochs: int = 60):
     from omegaconf import OmegaConf
 
     from aesweep.config import register
-    from aesweep.data import TensorDataModule
+    from aesweep.datamodule import TensorDataModule
     from aesweep.model import AutoEncoder
 
     register()

@@ -57,6 +57,29 @@ def test_load_gives_back_the_trained_model(trained_run: Path) -> None:
     assert (pixels - x).pow(2).mean().item() == pytest.approx(result["test_mse"], rel=1e-5)
 
 
+def test_loading_a_model_imports_neither_the_training_runner_nor_lightning(trained_run) -> None:
+    code = (
+        "import sys, aesweep; model = aesweep.load(sys.argv[1]); "
+        "print(type(model).__name__, *(m in sys.modules for m in "
+        "('aesweep.train', 'aesweep.model', 'pytorch_lightning')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(trained_run)], capture_output=True,
+                          text=True, check=True)  # fmt: skip
+    assert done.stdout.split() == ["AutoEncoderNet", "False", "False", "False"]
+
+
+def test_a_checkpoint_of_the_chunked_cpu_default_still_loads(trained_run, tmp_path) -> None:
+    """Until the split, a CPU run chunked 8 steps per call by default and recorded it."""
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    ckpt = run / "checkpoints" / "last.ckpt"
+    state = torch.load(ckpt, weights_only=False)
+    state["hyper_parameters"].update(steps_per_call=8, cuda_graph=True)
+    torch.save(state, ckpt)
+    x = load_splits(run_config(run).data).test_x
+    assert torch.equal(load(run).encode(x), load(trained_run).encode(x))
+
+
 def test_encode_writes_the_codes_that_load_encodes(aesweep, trained_run: Path) -> None:
     outcome = aesweep("encode", str(trained_run), "split=val")
     assert outcome.code == 0, outcome.err

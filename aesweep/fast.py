@@ -47,7 +47,7 @@ class ChunkedAutoEncoder(AutoEncoder):
         if self._graph is not None and x.shape == self._graph.x.shape:
             self._draw_noise(x, out=self._graph.noise)
             return self._graph.run(x)
-        loss = self._loss(x, training=True)
+        loss = self._training_loss(x)
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         return loss.detach()

@@ -22,10 +22,8 @@ class DivergenceError(RuntimeError):
 
 
 class AutoEncoder(AutoEncoderNet, pl.LightningModule):
-    """An AutoEncoderNet with its training recipe (its state_dict is the net's: a checkpoint
-    loads into either). Training sees a leaky clamp output (slope 0.01 outside [0, 1]).
-    Metrics are always in pixel space: `*_mse` is per pixel, `*_sse` is the sum of squared
-    errors per image."""
+    """An AutoEncoderNet and its training recipe; its state_dict is the net's, so a checkpoint
+    loads into either. Training sees a leaky clamp (slope 0.01 outside [0, 1])."""
 
     steps_per_call = 1  # optimizer steps per training_step (fast.py: more)
 
@@ -48,8 +46,8 @@ class AutoEncoder(AutoEncoderNet, pl.LightningModule):
         super().__init__(input_dim, dim_z, hidden, activation, output, center, kind)
         self.save_hyperparameters()
 
-    def _loss(self, x: Tensor, training: bool = False) -> Tensor:
-        return self._loss_of(x, self._draw_noise(x) if training else None)
+    def _training_loss(self, x: Tensor) -> Tensor:
+        return self._loss_of(x, self._draw_noise(x))
 
     def _draw_noise(self, x: Tensor, out: Tensor | None = None) -> Tensor | None:
         """The step's input noise (None without), seeded by (seed, step): a resumed run
@@ -77,7 +75,7 @@ class AutoEncoder(AutoEncoderNet, pl.LightningModule):
 
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
         """One optimizer step on a mini-batch, through Lightning's own loop."""
-        loss = self._loss(batch, training=True)
+        loss = self._training_loss(batch)
         self._track(loss, len(batch))
         self._sync_every_n_steps(1)
         return loss
@@ -146,26 +144,10 @@ class AutoEncoder(AutoEncoderNet, pl.LightningModule):
         self.log("val_mse", F.mse_loss(x_hat, batch), **log)  # what select=best ranks
 
     def configure_optimizers(self) -> Any:
-        """The configured optimizer and scheduler, in three parameter groups. Weight decay
-        acts on weight matrices only: on the residual model's branches it pulls the model
-        toward PCA; biases are offsets, not capacity (the first decoder layer's biases place
-        its kinks along a code that spans tens of units at k = 1), and the PCA path would be
-        pulled away from PCA. The PCA path also runs at lr x linear_lr_scale. A scheduler
-        may say `interval: step` (stepped after every optimizer step) and `T_max: null` (the
-        run's length: its optimizer steps or epochs)."""
-        linear: list[Tensor] = []
-        weights: list[Tensor] = []
-        biases: list[Tensor] = []
-        for name, p in self.named_parameters():
-            (linear if name.startswith("linear_") else weights if p.ndim >= 2 else biases).append(p)
-        lr = self.hparams.optimizer["lr"]
-        scale = self.hparams.linear_lr_scale
-        groups = [
-            {"params": weights},
-            {"params": biases, "weight_decay": 0.0},
-            {"params": linear, "lr": lr * scale, "weight_decay": 0.0},
-        ]
-        groups = [g for g in groups if g["params"]]
+        """The configured optimizer in parameter_groups, and scheduler. A scheduler may say
+        `interval: step` (stepped after every optimizer step) and `T_max: null` (the run's
+        length: its optimizer steps or epochs)."""
+        groups = parameter_groups(self, self.hparams.optimizer["lr"], self.hparams.linear_lr_scale)
         optimizer = instantiate(self.hparams.optimizer)(groups)
         settings = dict(self.hparams.scheduler or {})
         self._interval = settings.pop("interval", "epoch")
@@ -184,6 +166,24 @@ class AutoEncoder(AutoEncoderNet, pl.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": self._interval},
         }
+
+
+def parameter_groups(net: AutoEncoderNet, lr: float, linear_lr_scale: float) -> list[dict]:
+    """Weight decay acts on weight matrices only: on the residual model's branches it pulls
+    the model toward PCA; biases are offsets, not capacity (the first decoder layer's biases
+    place its kinks along a code that spans tens of units at k = 1), and the PCA path would
+    be pulled away from PCA. The PCA path also runs at lr x linear_lr_scale."""
+    linear: list[Tensor] = []
+    weights: list[Tensor] = []
+    biases: list[Tensor] = []
+    for name, p in net.named_parameters():
+        (linear if name.startswith("linear_") else weights if p.ndim >= 2 else biases).append(p)
+    groups = [
+        {"params": weights},
+        {"params": biases, "weight_decay": 0.0},
+        {"params": linear, "lr": lr * linear_lr_scale, "weight_decay": 0.0},
+    ]
+    return [g for g in groups if g["params"]]
 
 
 @torch.no_grad()

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
 from aesweep.config import Activation
@@ -24,6 +24,9 @@ TORCH_ACTIVATIONS: dict[Activation, type[nn.Module]] = {
     Activation.tanh: nn.Tanh,
     Activation.identity: nn.Identity,
 }
+
+
+ARCHITECTURE = ("kind", "input_dim", "dim_z", "hidden", "activation", "output")
 
 
 class CheckpointError(RuntimeError):
@@ -64,15 +67,9 @@ class AutoEncoderNet(nn.Module):
         kind: str = "mlp",
     ) -> None:
         super().__init__()
-        # What shapes the weights: a checkpoint must agree on these to load.
-        self.architecture = dict(
-            kind=kind,
-            input_dim=input_dim,
-            dim_z=dim_z,
-            hidden=list(hidden),
-            activation=activation,
-            output=output,
-        )
+        # what a checkpoint must match to load into this net
+        shape = (kind, input_dim, dim_z, list(hidden), activation, output)
+        self.architecture = dict(zip(ARCHITECTURE, shape, strict=True))
         self.center, self.output_kind, self.residual = center, output, kind == "residual"
         self.encoder = mlp([input_dim, *hidden, dim_z], activation)
         self.decoder = mlp([dim_z, *reversed(hidden), input_dim], activation)
@@ -128,16 +125,9 @@ class AutoEncoderNet(nn.Module):
 
 def net_settings(cfg: DictConfig, input_dim: int) -> dict[str, Any]:
     """AutoEncoderNet's arguments for a job's config."""
-    model = cfg.model
-    return dict(
-        input_dim=input_dim,
-        dim_z=cfg.dim_z,
-        hidden=list(model.hidden),
-        activation=str(model.activation),
-        output=str(model.output),
-        center=bool(model.center),
-        kind=str(model.kind),
-    )
+    model = OmegaConf.to_container(cfg.model, resolve=True, enum_to_str=True)
+    keys = ("hidden", "activation", "output", "center", "kind")
+    return dict(input_dim=input_dim, dim_z=cfg.dim_z, **{key: model[key] for key in keys})
 
 
 def read_checkpoint(path: Path, architecture: dict[str, Any]) -> dict[str, Any]:
@@ -145,7 +135,7 @@ def read_checkpoint(path: Path, architecture: dict[str, Any]) -> dict[str, Any]:
     fails with the file's name instead of deep inside torch.load or load_state_dict."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        saved = ckpt["hyper_parameters"]
+        saved = {"steps_per_call": 1, **ckpt["hyper_parameters"]}  # Lightning's loop: none
     except Exception as e:
         raise CheckpointError(
             f"checkpoint {path} is damaged or not a Lightning checkpoint ({e})"

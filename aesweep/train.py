@@ -159,15 +159,11 @@ def steps_per_call(cfg: DictConfig) -> int:
     return k
 
 
-def on_one_device(trainer: DictConfig) -> bool:
-    devices = trainer.get("devices", 1)
-    return devices == 1 or (OmegaConf.is_list(devices) and len(devices) == 1)
-
-
 def on_one_cuda_device(trainer: DictConfig) -> bool:
-    accelerator = trainer.get("accelerator", "auto")
+    devices, accelerator = trainer.get("devices", 1), trainer.get("accelerator", "auto")
+    one = devices == 1 or (OmegaConf.is_list(devices) and len(devices) == 1)
     cuda = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    return cuda and on_one_device(trainer)
+    return one and cuda
 
 
 def selection(cfg: DictConfig) -> list[Callback]:
@@ -240,16 +236,9 @@ def build_trainer(cfg: DictConfig, run_dir: Path, last: LastCheckpoint) -> pl.Tr
 
 
 def check_checkpoint(path: Path, model: AutoEncoder) -> dict[str, Any]:
-    """The checkpoint to continue from, if it fits this model and its chunk size (a
-    mid-epoch position counts chunks: another size would skip or repeat batches)."""
-    ckpt = read_checkpoint(path, model.architecture)
-    saved = ckpt["hyper_parameters"].get("steps_per_call", 1)
-    if saved != model.steps_per_call:
-        raise CheckpointError(
-            f"checkpoint {path} was trained with steps_per_call={saved}, this run has "
-            f"steps_per_call={model.steps_per_call}"
-        )
-    return ckpt
+    """The checkpoint to continue from, if it fits this model and its chunk size (a mid-epoch
+    position counts chunks: another size would skip or repeat batches)."""
+    return read_checkpoint(path, {**model.architecture, "steps_per_call": model.steps_per_call})
 
 
 class Stopwatch:

@@ -14,8 +14,7 @@ import torch
 
 from aesweep.data import load_splits
 from aesweep.train import steps_per_call
-from tests.test_fidelity import default_config
-from tests.test_train import result_of
+from tests.conftest import composed, result_of
 
 gpu = pytest.mark.gpu
 GPU = [
@@ -30,7 +29,7 @@ def steps_and_replays(*overrides: str) -> tuple[int, int]:
     """(optimizer steps, CUDA-graph replays) of a run with these overrides that trains all
     its max_epochs: one step per mini-batch of the training split; with chunked steps and
     cuda_graph, one replay per full mini-batch (the shorter tail runs eagerly)."""
-    cfg = default_config(*overrides)
+    cfg = composed(*overrides)
     n_train, batch = len(load_splits(cfg.data).train_x), cfg.data.batch_size
     graphed = steps_per_call(cfg) > 1 and cfg.cuda_graph
     per_epoch = (math.ceil(n_train / batch), n_train // batch if graphed else 0)
@@ -72,7 +71,8 @@ def test_a_chunked_gpu_run_matches_the_plain_one(aesweep, tmp_path) -> None:
 
 @gpu
 @pytest.mark.parametrize(
-    "recipe", [[], ["model=mlp", "model.hidden=[64]"], ["trainer.precision=64-true"]]
+    "recipe",
+    [[], ["model=mlp", "recipe=lecture", "model.hidden=[64]"], ["trainer.precision=64-true"]],
 )
 def test_the_cuda_graph_replays_exactly_the_eager_steps(aesweep, tmp_path, monkeypatch, recipe):
     """The default model draws input noise each step: the graph must see the same noise."""
@@ -150,8 +150,8 @@ def test_a_gpu_run_resumed_mid_epoch_matches_one_never_interrupted(aesweep, tmp_
 def test_divergence_on_the_gpu_names_the_step_and_keeps_a_finite_checkpoint(aesweep, tmp_path):
     explode = "scheduler={_target_:torch.optim.lr_scheduler.ExponentialLR,_partial_:true,gamma:1e4}"
     outcome = aesweep("train", "dim_z=4", *GPU, "trainer.max_epochs=5", "steps_per_call=4",
-                      "model=mlp", "model.output=identity", "optimizer=sgd", "optimizer.lr=1e-3",
-                      explode, "hydra.run.dir=run")  # fmt: skip
+                      "model=mlp", "recipe=lecture", "model.output=identity", "optimizer=sgd",
+                      "optimizer.lr=1e-3", explode, "hydra.run.dir=run")  # fmt: skip
     assert outcome.code == 1
     error = result_of(tmp_path / "run")["error"]
     assert re.search(r"became (nan|inf) at epoch \d+, step \d+", error), error

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from aesweep.config import UNITS, default_dims
 from aesweep.data import Splits, data_root, load_splits
 from aesweep.io import save_torch, write_text
 
@@ -186,11 +187,12 @@ def run_pca(cfg: Any) -> None:
     fit = pca_of(cfg.data, splits)
     table = pca_table(fit)
     write_text(table.to_csv(index=False), out / "pca_vs_dim.csv")
-    dims = sorted({int(k) for k in cfg.sweep.dims} | {0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512})
+    extra = {0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512}
+    dims = sorted({*(cfg.sweep.dims or default_dims(fit.input_dim)), *extra})
     shown = table[table["k"].isin([k for k in dims if k <= fit.input_dim] + [fit.input_dim])]
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(
         f"PCA of data={HydraConfig.get().runtime.choices.data}: {len(splits.train_x)} training, "
-        f"{len(splits.test_x)} test images; error per image = sum over pixels in [0, 1]"
+        f"{len(splits.test_x)} test rows; error per row = sum over {UNITS[splits.scaling.kind]}"
     )
     print(f"written: {out / 'pca_vs_dim.csv'}")

@@ -18,7 +18,7 @@ import pandas as pd
 from hydra.experimental.callback import Callback
 from matplotlib.figure import Figure
 
-from aesweep.config import NOT_JOB_SETTINGS, RESULT, job_settings
+from aesweep.config import FEATURE_ERRORS, NOT_JOB_SETTINGS, RESULT, UNITS, job_settings
 from aesweep.io import save_figure, write_text
 from aesweep.plots import DPI, draw_montage
 
@@ -59,6 +59,7 @@ DESCRIPTION_COLUMNS = [
     "max_epochs",
     "seed",
     "input_dim",
+    "scale",
     "component_abs_cos",
     "run_dir",
 ]
@@ -94,6 +95,7 @@ def collect(sweep_dir: Path) -> pd.DataFrame:
     columns = [*swept, *described]
     table = table[columns].sort_values(["dim_z", *swept], ascending=[False] + [True] * len(swept))
     table = table.reset_index(drop=True)
+    table.attrs["notes"] = sorted({n for r in rows for n in r.get("notes") or []})
     table.attrs["settings"] = [k for k in swept if k != "seed"]  # seeds are repeats, not curves
     return table
 
@@ -278,11 +280,13 @@ def markdown_report(sweep_dir: Path, table: pd.DataFrame, montages: list[tuple[s
     seeds = ["seed"] if "seed" in table and table["seed"].nunique() > 1 else []
     shown = [*settings, "dim_z", *seeds, "test_sse", "pca_test_sse", "test_mse", "pca_test_mse",
              "epochs", "seconds", "status"]  # fmt: skip
+    scales = table["scale"].dropna().unique() if "scale" in table else []
+    units = UNITS[scales[0]] if len(scales) == 1 else UNITS["minmax"]
     parts += [
         "## Results",
         "",
-        "Errors per test image (`*_sse`: sum of squared pixel errors, pixels in [0, 1]) and "
-        "per pixel (`*_mse`).",
+        f"Errors per test row (`*_sse`: sum of squared errors over its {units}) and per "
+        "value (`*_mse`).",
         "",
         markdown_table(table[[c for c in shown if c in table]]),
         "",
@@ -292,6 +296,9 @@ def markdown_report(sweep_dir: Path, table: pd.DataFrame, montages: list[tuple[s
     for label, name in montages:
         parts += [f"### Reconstructions {label}".rstrip(), "", f"![reconstructions]({name})", ""]
     parts += against_pca(table[table["status"] == "ok"], settings)
+    parts += feature_section(table[table["status"] == "ok"])
+    notes = table.attrs.get("notes", [])
+    parts += ["## Notes", "", *(f"- {n}" for n in notes), ""] if notes else []
     parts += ["## Runs", ""]
     for _, row in table.iterrows():
         folder = Path(str(row["run_dir"]))
@@ -338,6 +345,34 @@ def against_pca(ok: pd.DataFrame, settings: list[str]) -> list[str]:
         f"ties it (within 1%, or 0.05 per image near zero) at {ties}.",
         "",
         markdown_table(versus),
+        "",
+    ]
+
+
+def feature_section(ok: pd.DataFrame, most: int = 4) -> list[str]:
+    """Vectors without an image have no montage: their test error per feature instead, the
+    AE's beside PCA's, at up to `most` code sizes spread over the sweep (first seed)."""
+    runs = {}
+    for row in ok.sort_values("dim_z", ascending=False).itertuples():
+        path = Path(str(row.run_dir)) / FEATURE_ERRORS
+        if path.is_file():
+            runs.setdefault(int(row.dim_z), path)
+    if not runs:
+        return []
+    dims = list(runs)
+    picks = sorted({dims[i] for i in np.linspace(0, len(dims) - 1, min(most, len(dims))).round()
+                    .astype(int)}, reverse=True)  # fmt: skip
+    table = None
+    for k in picks:
+        errors = pd.read_csv(runs[k]).set_index("feature")
+        errors.columns = [f"AE k={k}", f"PCA k={k}"]
+        table = errors if table is None else table.join(errors)
+    return [
+        "## Error per feature",
+        "",
+        "Mean squared test error of each feature (no image to show for these vectors).",
+        "",
+        markdown_table(table.reset_index()),
         "",
     ]
 

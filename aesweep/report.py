@@ -139,6 +139,12 @@ def combinations(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     ]
 
 
+def units_of(table: pd.DataFrame) -> str:
+    """What a row's error sums over, from the runs' data.scale (older runs: pixels)."""
+    scales = table["scale"].dropna().unique() if "scale" in table else []
+    return UNITS[scales[0]] if len(scales) == 1 else UNITS["minmax"]
+
+
 def draw_loss_vs_dim(table: pd.DataFrame) -> Figure:
     """Test error per image of each AE curve and of PCA against dim_z on a log axis; for
     linear sweeps a second panel with the largest principal angle to PCA's subspace."""
@@ -171,7 +177,7 @@ def draw_loss_vs_dim(table: pd.DataFrame) -> Figure:
     axes[0].set(
         xscale="log",
         xlabel="bottleneck size dim(z) (log scale)",
-        ylabel="test error: squared error per image\n(sum over pixels in [0, 1])",
+        ylabel=f"test error: squared error per row\n(sum over its {units_of(table)})",
         title=f"Reconstruction error vs code size (input dim {input_dim})",
     )
     axes[0].legend(fontsize=8)
@@ -280,12 +286,10 @@ def markdown_report(sweep_dir: Path, table: pd.DataFrame, montages: list[tuple[s
     seeds = ["seed"] if "seed" in table and table["seed"].nunique() > 1 else []
     shown = [*settings, "dim_z", *seeds, "test_sse", "pca_test_sse", "test_mse", "pca_test_mse",
              "epochs", "seconds", "status"]  # fmt: skip
-    scales = table["scale"].dropna().unique() if "scale" in table else []
-    units = UNITS[scales[0]] if len(scales) == 1 else UNITS["minmax"]
     parts += [
         "## Results",
         "",
-        f"Errors per test row (`*_sse`: sum of squared errors over its {units}) and per "
+        f"Errors per test row (`*_sse`: sum of squared errors over its {units_of(table)}) and per "
         "value (`*_mse`).",
         "",
         markdown_table(table[[c for c in shown if c in table]]),

@@ -81,7 +81,7 @@ def fit_scaling(kind: str, train_x: Tensor, per_feature: bool) -> Scaling:
         low, high = (x.amin(0), x.amax(0)) if per_feature else (x.min()[None], x.max()[None])
         offset, scale = low, high - low
     elif kind == "standard":
-        scale, offset = torch.std_mean(x.double(), dim=0) if len(x) > 1 else (None, x[0])
+        scale, offset = torch.std_mean(x, dim=0) if len(x) > 1 else (None, x[0])
         scale = torch.ones_like(offset) if scale is None else scale
     else:
         offset, scale = torch.zeros(1), torch.ones(1)

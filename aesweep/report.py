@@ -356,7 +356,7 @@ def against_pca(ok: pd.DataFrame, settings: list[str]) -> list[str]:
 
 def feature_section(ok: pd.DataFrame, most: int = 4) -> list[str]:
     """Vectors without an image have no montage: their test error per feature instead, the
-    AE's beside PCA's, at up to `most` code sizes spread over the sweep (first seed)."""
+    AE's beside PCA's, at up to `most` code sizes below d spread over the sweep (first seed)."""
     runs = {}
     for row in ok.sort_values("dim_z", ascending=False).itertuples():
         path = Path(str(row.run_dir)) / FEATURE_ERRORS
@@ -364,7 +364,8 @@ def feature_section(ok: pd.DataFrame, most: int = 4) -> list[str]:
             runs.setdefault(int(row.dim_z), path)
     if not runs:
         return []
-    dims = list(runs)
+    full = int(ok["input_dim"].max()) if "input_dim" in ok else None
+    dims = [k for k in runs if k != full] or list(runs)  # at k = d both are exact
     picks = sorted({dims[i] for i in np.linspace(0, len(dims) - 1, min(most, len(dims))).round()
                     .astype(int)}, reverse=True)  # fmt: skip
     table = None

@@ -123,11 +123,12 @@ class AutoEncoderNet(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
-def net_settings(cfg: DictConfig, input_dim: int) -> dict[str, Any]:
-    """AutoEncoderNet's arguments for a job's config."""
+def net_settings(cfg: DictConfig, input_dim: int, output: str | None = None) -> dict[str, Any]:
+    """AutoEncoderNet's arguments for a job's config; `output` as resolved for the data
+    (train.output_for; default: model.output)."""
     model = OmegaConf.to_container(cfg.model, resolve=True, enum_to_str=True)
-    keys = ("hidden", "activation", "output", "center", "kind")
-    return dict(input_dim=input_dim, dim_z=cfg.dim_z, **{key: model[key] for key in keys})
+    net = {key: model[key] for key in ("hidden", "activation", "output", "center", "kind")}
+    return {**net, "input_dim": input_dim, "dim_z": cfg.dim_z, "output": output or net["output"]}
 
 
 def read_checkpoint(path: Path, architecture: dict[str, Any]) -> dict[str, Any]:

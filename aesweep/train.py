@@ -21,30 +21,46 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.accelerators import CPUAccelerator
 from pytorch_lightning.callbacks import Callback, Checkpoint
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.utilities import rank_zero_only
 from torch import Tensor
 
-from aesweep.config import NOT_JOB_SETTINGS, RESULT, ConfigError, check_machine, override_key
+from aesweep.config import (
+    FEATURE_ERRORS,
+    NOT_JOB_SETTINGS,
+    RESULT,
+    ConfigError,
+    check_machine,
+    override_key,
+)
 from aesweep.data import DataError, Splits, load_splits
 from aesweep.datamodule import TensorDataModule
 from aesweep.fast import ChunkedAutoEncoder
-from aesweep.io import save_figure, write_json
+from aesweep.io import save_figure, write_json, write_text
 from aesweep.loggers import build_loggers, log_results
 from aesweep.model import AutoEncoder, DivergenceError, score
 from aesweep.nets import CheckpointError, net_settings, read_checkpoint
 from aesweep.pca import PCAFit, compare_subspaces, pca_of
-from aesweep.plots import draw_components, draw_latent, draw_montage
+from aesweep.plots import draw_components, draw_latent, draw_manifold, draw_montage
+from aesweep.probe import code_plane, probe_codes
 from aesweep.progress import plain_progress
+from aesweep.requeue import (
+    StopOnTimeLimit,
+    cluster_plugins,
+    is_own_folder,
+    slurm_job_id,
+    times_requeued,
+)
 
 
 @contextlib.contextmanager
@@ -73,10 +89,12 @@ def quiet_lightning() -> Iterator[None]:
 
 
 class Interrupted(Exception):
-    """Training stopped on SIGINT or SIGTERM after saving its checkpoint."""
+    """Training stopped on SIGINT, SIGTERM or SLURM's time-limit warning (SIGUSR2) after
+    saving its checkpoint."""
 
     def __init__(self, signame: str) -> None:
-        super().__init__(f"interrupted by {signame}; continue with resume=<this run folder>")
+        why = "time limit near (SIGUSR2)" if signame == "SIGUSR2" else f"interrupted by {signame}"
+        super().__init__(f"{why}; continue with resume=<this run folder>")
         self.exit_code = 128 + getattr(signal, signame)
 
 
@@ -114,7 +132,7 @@ class LastCheckpoint(Checkpoint):
 
 
 def build_model(cfg: DictConfig, splits: Splits, pca: PCAFit) -> AutoEncoder:
-    model = new_model(cfg, splits.input_dim)
+    model = new_model(cfg, splits.input_dim, output_for(cfg, splits.unit_range))
     if cfg.model.center:
         model.mean.copy_(splits.train_x.mean(dim=0))
     if model.residual:
@@ -122,10 +140,19 @@ def build_model(cfg: DictConfig, splits: Splits, pca: PCAFit) -> AutoEncoder:
     return model
 
 
-def new_model(cfg: DictConfig, input_dim: int) -> AutoEncoder:
-    """The untrained autoencoder a job's config describes, with its training recipe."""
+def output_for(cfg: DictConfig, unit_range: bool) -> str:
+    """model.output for these data: clamp clips to [0, 1], the range of images; data that
+    are not in [0, 1] (standardised features) have no such range, so their output is linear.
+    (sigmoid there is refused up front: config.validate.)"""
+    output = str(cfg.model.output)
+    return "identity" if output == "clamp" and not unit_range else output
+
+
+def new_model(cfg: DictConfig, input_dim: int, output: str | None = None) -> AutoEncoder:
+    """The untrained autoencoder a job's config describes, with its training recipe;
+    `output` as output_for resolved it for the data (default: model.output)."""
     settings = dict(
-        **net_settings(cfg, input_dim),
+        **net_settings(cfg, input_dim, output),
         loss=str(cfg.loss.name),
         optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
         scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.scheduler else None,
@@ -218,14 +245,22 @@ class KeepBest(Callback):
         self.wait, self.weights = state_dict["wait"], state_dict["weights"]
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path, last: LastCheckpoint) -> pl.Trainer:
+def build_trainer(
+    cfg: DictConfig,
+    run_dir: Path,
+    last: LastCheckpoint,
+    time_limit: StopOnTimeLimit,
+    failed_loggers: dict[str, str],
+) -> pl.Trainer:
     """The configured Trainer with the chosen loggers (by default metrics.csv) and last.ckpt
     in the run folder."""
+    plugins = {} if "plugins" in cfg.trainer else {"plugins": cluster_plugins()}
     trainer = instantiate(
         cfg.trainer,
         default_root_dir=str(run_dir),
-        logger=build_loggers(cfg, run_dir) or False,
-        callbacks=[*selection(cfg), last, *plain_progress(cfg.trainer)],
+        logger=build_loggers(cfg, run_dir, failed_loggers) or False,
+        callbacks=[*selection(cfg), last, time_limit, *plain_progress(cfg.trainer)],
+        **plugins,
     )
     if isinstance(trainer.accelerator, CPUAccelerator):
         # Lightning sets this at import so that CUDA checks never initialise CUDA before a
@@ -255,8 +290,11 @@ class Stopwatch:
         return self.timings[phase]
 
 
-def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+def train(
+    cfg: DictConfig, run_dir: Path, time_limit: StopOnTimeLimit | None = None
+) -> dict[str, Any]:
     """Fit one autoencoder and write its artefacts; returns the metrics of the contract."""
+    time_limit = time_limit or StopOnTimeLimit()
     clock = Stopwatch()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.set_float32_matmul_precision(str(cfg.matmul_precision))  # "high": TF32 on GPUs
@@ -275,13 +313,14 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         check_checkpoint(Path(ckpt_path), model)
 
     last_checkpoint = LastCheckpoint(last, cfg.checkpoint_every_s)
-    trainer = build_trainer(cfg, run_dir, last_checkpoint)
+    failed_loggers: dict[str, str] = {}  # logger -> why it failed; the run goes on without it
+    trainer = build_trainer(cfg, run_dir, last_checkpoint, time_limit, failed_loggers)
     clock.lap("build")
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     except SystemExit:
         if last_checkpoint.signame:
-            raise Interrupted(last_checkpoint.signame) from None
+            raise Interrupted("SIGUSR2" if time_limit.warned else last_checkpoint.signame) from None
         raise
     seconds = clock.lap("fit")
     if trainer.interrupted:
@@ -297,6 +336,10 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "pca_test_mse": pca.test_mse(cfg.dim_z),
         "pca_test_sse": float(pca.test_sse[cfg.dim_z]),
         "input_dim": splits.input_dim,
+        "image_shape": list(splits.image_shape) if splits.image_shape else None,
+        "output": model.hparams.output,
+        "scale": splits.scaling.kind,
+        "scaling": splits.scaling.as_dict(),
         "n_train": len(splits.train_x),
         "n_val": len(splits.val_x),
         "n_test": len(splits.test_x),
@@ -311,46 +354,74 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
     }
     model.eval()
+    if trainer.is_global_zero and cfg.probe:
+        metrics.update(probe_codes(model.cpu().encode, splits, pca, cfg.dim_z))
+    clock.lap("probe")
     if trainer.is_global_zero:
         metrics.update(write_artefacts(model, splits, pca, cfg, run_dir))
     clock.lap("artefacts")
     if trainer.is_global_zero:
-        log_results(trainer.loggers, metrics, trainer.global_step)
-    return {**metrics, "timings": clock.timings}
+        log_results(trainer.loggers, metrics, trainer.global_step, failed_loggers)
+    return {**metrics, "failed_loggers": failed_loggers or None, "timings": clock.timings}
 
 
 @torch.no_grad()
 def write_artefacts(
     model: AutoEncoder, splits: Splits, pca: PCAFit, cfg: DictConfig, run_dir: Path
 ) -> dict[str, Any]:
-    """Reconstruction grid, the digits behind it, and the plots that depend on dim_z or on
-    the model being linear; returns the extra metrics they produce."""
+    """Reconstruction grid and the images behind it (vectors: the test error per feature),
+    and the plots that depend on dim_z or on the model being linear; returns the extra
+    metrics they produce, and `notes` on what was skipped and why."""
     model = model.cpu()
-    shown = splits.display_indices()
-    originals = splits.test_x[shown]
-    recon = model(originals)
-    np.savez_compressed(
-        run_dir / "samples.npz",
-        originals=originals.numpy(),
-        reconstructions=recon.numpy(),
-        labels=splits.test_y[shown].numpy(),
-        image_shape=np.array(splits.image_shape),
-    )
-    fig = draw_montage(originals, [(f"dim(z) = {cfg.dim_z}", recon)], splits.image_shape)
-    save_figure(fig, run_dir / "reconstructions.png")
+    extra: dict[str, Any] = {"notes": []}
+    if splits.image_shape is None:
+        table = feature_errors(model, splits, pca, cfg.dim_z)
+        write_text(table.to_csv(index=False), run_dir / FEATURE_ERRORS)
+    else:
+        shown = splits.display_indices()
+        originals = splits.test_x[shown]
+        recon = model(originals)
+        np.savez_compressed(
+            run_dir / "samples.npz",
+            originals=originals.numpy(),
+            reconstructions=recon.numpy(),
+            image_shape=np.array(splits.image_shape),
+            **({} if splits.test_y is None else {"labels": splits.test_y[shown].numpy()}),
+        )
+        fig = draw_montage(originals, [(f"dim(z) = {cfg.dim_z}", recon)], splits.image_shape)
+        save_figure(fig, run_dir / "reconstructions.png")
 
-    extra: dict[str, Any] = {}
-    if cfg.dim_z <= 2:
+    if cfg.dim_z <= 2 and splits.test_y is None:
+        extra["notes"].append("latent.png (codes coloured by label): skipped, no labels")
+    elif cfg.dim_z <= 2:
         codes = model.encode(splits.test_x)
         save_figure(draw_latent(codes, splits.test_y), run_dir / "latent.png")
+    if cfg.dim_z == 2 and splits.image_shape:  # labels or not; vectors draw no images
+        plane = code_plane(model.decode, model.encode(splits.test_x))
+        save_figure(draw_manifold(*plane, splits.image_shape), run_dir / "manifold.png")
     if is_linear(cfg):
         decoder = model.decoder[-1].weight  # (d, k): its columns span the decoded subspace
         comparison, recovered = compare_subspaces(decoder, pca, splits.train_x - pca.mean)
         extra.update(comparison.as_dict())
         n = min(16, cfg.dim_z)
-        fig = draw_components(recovered[:n], pca.components[:n], splits.image_shape)
-        save_figure(fig, run_dir / "pca_components.png")
+        if splits.image_shape is not None:
+            fig = draw_components(recovered[:n], pca.components[:n], splits.image_shape)
+            save_figure(fig, run_dir / "pca_components.png")
     return extra
+
+
+def feature_errors(model: AutoEncoder, splits: Splits, pca: PCAFit, k: int) -> pd.DataFrame:
+    """Mean squared test error of each feature, the AE's beside PCA's with the same k: what
+    a vector without an image shows instead of a montage."""
+    x = splits.test_x
+    top = pca.components[:k]
+    pca_x = (x - pca.mean) @ top.T @ top + pca.mean
+    names = splits.feature_names or [str(i) for i in range(x.shape[1])]
+    return pd.DataFrame({
+        "feature": names,
+        "test_mse": (model(x) - x).pow(2).mean(0).numpy(),
+        "pca_test_mse": (pca_x - x).pow(2).mean(0).numpy(),
+    })  # fmt: skip
 
 
 def is_linear(cfg: DictConfig) -> bool:
@@ -431,7 +502,12 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
         with quiet_lightning():
             return train(cfg, run_dir)
 
-    previous = read_result(run_dir) if cfg.resume is not None else None
+    previous = read_result(run_dir)
+    if is_own_folder(previous):  # requeued by SLURM: this job's own run, continued
+        with open_dict(cfg):
+            cfg.resume = str(run_dir)
+    elif cfg.resume is None:
+        previous = None
     if (
         previous
         and previous.get("status") == "ok"
@@ -440,17 +516,20 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
         print(f"already finished, kept: {run_dir}")
         return previous
 
+    base.update(slurm_job=slurm_job_id(), requeued=times_requeued())
     write_json({**base, "status": "running", "error": None}, run_dir / RESULT)
+    time_limit = StopOnTimeLimit()
     try:
         check_machine(cfg.trainer)  # again here: a cluster node may differ from the submitter
         with quiet_lightning():
-            result = {**base, **train(cfg, run_dir), "status": "ok", "error": None}
+            result = {**base, **train(cfg, run_dir, time_limit), "status": "ok", "error": None}
     except (Interrupted, KeyboardInterrupt) as e:
         interrupted = e if isinstance(e, Interrupted) else Interrupted("SIGINT")
         write_json(
             {**base, "status": "interrupted", "error": one_line(interrupted)}, run_dir / RESULT
         )
         print(f"aesweep: {one_line(interrupted)}\nrun folder: {run_dir}", file=sys.stderr)
+        time_limit.hand_over()  # submitit requeues the job (and exits) or says why not
         raise SystemExit(interrupted.exit_code) from None
     except Exception as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":

@@ -136,6 +136,7 @@ def test_scancel_then_resume_finishes_each_job_once(slurm_conf, tmp_path: Path) 
     finally:
         proc.kill()
     assert proc.returncode == 1, out[-3000:]  # one line per job without a result, no traceback
+    assert "dim_z=2: cancelled: no result (log: " in out  # its progress line
     assert f"aesweep: job {job} (dim_z=2) ended without a result: CANCELLED; log: " in out
     assert f"rerun them with: aesweep sweep resume={sweep}" in out and "Traceback" not in out
     assert sacct_states(job)[job].startswith("CANCELLED")

@@ -128,8 +128,8 @@ def watch(jobs: list[Any], names: list[str]) -> list[JobReturn | None]:
 def ended(job: Any, state: str) -> tuple[JobReturn | None, Any]:
     """(the job's JobReturn or None, what its progress line says: result.json's record, or
     a one-line reason)."""
-    if not job.paths.result_pickle.exists():
-        return None, f"{state.lower()}, no result (log: {job.paths.stderr})"
+    if not job.paths.result_pickle.exists():  # e.g. `cancelled: no result (log: ...)`
+        return None, {"status": state.lower(), "error": f"no result (log: {job.paths.stderr})"}
     try:
         returned = job.results()[0]
         return returned, returned.return_value

@@ -292,8 +292,8 @@ def validate_job(cfg: Any, job_name: str, multirun: bool) -> None:
     from aesweep.config import check_machine, check_writable, is_remote, validate, validate_launcher
     from aesweep.data import check_available
 
-    validate(cfg)
-    check_available(cfg.data)
+    facts = check_available(cfg.data)
+    validate(cfg, facts.input_dim, facts.unit_range)
     validate_launcher(cfg.hydra.launcher)
     if not is_remote(cfg.hydra.launcher):  # remote jobs check the machine they land on
         check_machine(cfg.trainer)
@@ -341,12 +341,15 @@ def sweep_arguments(rest: list[str]) -> list[str]:
     resume = _value(overrides, "resume")
     if resume is not None:
         return ["-m", *flags, *resume_overrides(overrides, resume, sweep=True)]
-    from aesweep.config import input_dim, validate_dims
+    from aesweep.config import default_dims, validate_dims
+    from aesweep.data import check_available
 
     args.multirun = True
     cfg = compose(expand(overrides, args)[0][0], args)
     if _value(overrides, "dim_z") is None:
-        dims = validate_dims("sweep.dims", cfg.sweep.dims, input_dim(cfg))
+        d = check_available(cfg.data).input_dim
+        dims = default_dims(d) if cfg.sweep.dims is None else cfg.sweep.dims
+        dims = validate_dims("sweep.dims", dims, d)
         overrides.append("dim_z=" + ",".join(str(k) for k in dims))
     seeds = cfg.sweep.seeds
     if seeds is not None and _value(overrides, "seed") is None:

@@ -18,10 +18,11 @@ import pandas as pd
 from hydra.experimental.callback import Callback
 from matplotlib.figure import Figure
 
-from aesweep.config import NOT_JOB_SETTINGS, RESULT, job_settings
+from aesweep.config import FEATURE_ERRORS, NOT_JOB_SETTINGS, RESULT, UNITS, job_settings
 from aesweep.io import save_figure, write_text
-from aesweep.plots import DPI, draw_montage
+from aesweep.plots import DPI, draw_accuracy_vs_dim, draw_montage
 
+ACCURACIES = ["probe_acc", "pca_probe_acc", "knn_acc", "pca_knn_acc"]  # aesweep/probe.py
 METRIC_COLUMNS = [
     "dim_z",
     "test_mse",
@@ -32,6 +33,7 @@ METRIC_COLUMNS = [
     "val_sse",
     "train_mse",
     "train_sse",
+    *ACCURACIES,
     "max_principal_angle_deg",
     "mean_sq_cos",
     "n_train",
@@ -60,6 +62,7 @@ DESCRIPTION_COLUMNS = [
     "max_epochs",
     "seed",
     "input_dim",
+    "scale",
     "component_abs_cos",
     "requeued",
     "failed_loggers",
@@ -97,15 +100,18 @@ def collect(sweep_dir: Path) -> pd.DataFrame:
     columns = [*swept, *described]
     table = table[columns].sort_values(["dim_z", *swept], ascending=[False] + [True] * len(swept))
     table = table.reset_index(drop=True)
+    table.attrs["notes"] = sorted({n for r in rows for n in r.get("notes") or []})
     table.attrs["settings"] = [k for k in swept if k != "seed"]  # seeds are repeats, not curves
     return table
 
 
 def per_size(ok: pd.DataFrame) -> pd.DataFrame:
     """One row per curve and code size over its seeds: n_seeds, the mean test_sse with its
-    std, min and max, and PCA's (the same for every seed)."""
+    std, min and max, and PCA's (the same for every seed); each accuracy's mean, min, max."""
     keys = [*ok.attrs.get("settings", []), "dim_z"]
     grouped = ok.groupby(keys, sort=False, dropna=False)
+    spread = {f"{c}{s}": (c, s.lstrip("_") or "mean") for c in ACCURACIES if c in ok
+              for s in ("", "_min", "_max")}  # fmt: skip
     sizes = grouped.agg(
         n_seeds=("test_sse", "size"),
         test_sse=("test_sse", "mean"),
@@ -113,6 +119,7 @@ def per_size(ok: pd.DataFrame) -> pd.DataFrame:
         test_sse_min=("test_sse", "min"),
         test_sse_max=("test_sse", "max"),
         pca_test_sse=("pca_test_sse", "first"),
+        **spread,
     ).reset_index()
     sizes.attrs = ok.attrs
     return sizes
@@ -138,6 +145,12 @@ def combinations(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
         )
         for key, rows in groups
     ]
+
+
+def units_of(table: pd.DataFrame) -> str:
+    """What a row's error sums over, from the runs' data.scale (older runs: pixels)."""
+    scales = table["scale"].dropna().unique() if "scale" in table else []
+    return UNITS[scales[0]] if len(scales) == 1 else UNITS["minmax"]
 
 
 def draw_loss_vs_dim(table: pd.DataFrame) -> Figure:
@@ -172,7 +185,7 @@ def draw_loss_vs_dim(table: pd.DataFrame) -> Figure:
     axes[0].set(
         xscale="log",
         xlabel="bottleneck size dim(z) (log scale)",
-        ylabel="test error: squared error per image\n(sum over pixels in [0, 1])",
+        ylabel=f"test error: squared error per row\n(sum over its {units_of(table)})",
         title=f"Reconstruction error vs code size (input dim {input_dim})",
     )
     axes[0].legend(fontsize=8)
@@ -226,6 +239,9 @@ def write_report(sweep_dir: Path) -> pd.DataFrame:
     write_text(csv, sweep_dir / "loss_vs_dim.csv")
     if (table["status"] == "ok").any():
         save_figure(draw_loss_vs_dim(table), sweep_dir / "loss_vs_dim.png")
+    accuracy = accuracy_figure(table[table["status"] == "ok"])
+    if accuracy is not None:
+        save_figure(accuracy, sweep_dir / "accuracy_vs_dim.png")
     groups = combinations(table)
     montages = []
     for label, rows in groups:
@@ -238,6 +254,22 @@ def write_report(sweep_dir: Path) -> pd.DataFrame:
             montages.append((label, name))
     write_text(markdown_report(sweep_dir, table, montages), sweep_dir / "report.md")
     return table
+
+
+def probed(ok: pd.DataFrame) -> pd.DataFrame:
+    """The finished rows that carry every accuracy (runs with labels and probe=true)."""
+    if not set(ACCURACIES) <= set(ok):
+        return ok.iloc[:0]
+    return ok.dropna(subset=ACCURACIES)
+
+
+def accuracy_figure(ok: pd.DataFrame) -> Figure | None:
+    """accuracy_vs_dim.png: the probes' accuracy against k, AE and PCA; None if none probed."""
+    rows = probed(ok)
+    if not len(rows):
+        return None
+    sizes = per_size(rows)
+    return draw_accuracy_vs_dim(combinations(sizes), seeds=int(sizes["n_seeds"].max()))
 
 
 def sweep_command(sweep_dir: Path) -> str | None:
@@ -280,12 +312,13 @@ def markdown_report(sweep_dir: Path, table: pd.DataFrame, montages: list[tuple[s
         parts += ["Made by:", "", "```bash", command, "```", ""]
     seeds = ["seed"] if "seed" in table and table["seed"].nunique() > 1 else []
     shown = [*settings, "dim_z", *seeds, "test_sse", "pca_test_sse", "test_mse", "pca_test_mse",
-             "epochs", "seconds", "status"]  # fmt: skip
+             *ACCURACIES, "epochs", "seconds", "status"]  # fmt: skip
     parts += [
         "## Results",
         "",
-        "Errors per test image (`*_sse`: sum of squared pixel errors, pixels in [0, 1]) and "
-        "per pixel (`*_mse`).",
+        f"Errors per test row (`*_sse`: sum of squared errors over its {units_of(table)}) and "
+        "per value (`*_mse`). Test accuracy of a linear probe (`*probe_acc`) and of 5-NN "
+        "(`*knn_acc`) on the codes of the AE and of PCA (`pca_*`).",
         "",
         markdown_table(table[[c for c in shown if c in table]]),
         "",
@@ -295,10 +328,15 @@ def markdown_report(sweep_dir: Path, table: pd.DataFrame, montages: list[tuple[s
     for label, name in montages:
         parts += [f"### Reconstructions {label}".rstrip(), "", f"![reconstructions]({name})", ""]
     parts += against_pca(table[table["status"] == "ok"], settings)
+    parts += what_codes_keep(table[table["status"] == "ok"], sweep_dir)
+    parts += feature_section(table[table["status"] == "ok"])
+    notes = table.attrs.get("notes", [])
+    parts += ["## Notes", "", *(f"- {n}" for n in notes), ""] if notes else []
     parts += ["## Runs", ""]
     for _, row in table.iterrows():
         folder = Path(str(row["run_dir"]))
-        files = ("reconstructions.png", "latent.png", "pca_components.png", "result.json")
+        files = ("reconstructions.png", "latent.png", "manifold.png", "pca_components.png",
+                 "result.json")  # fmt: skip
         links = [f"[{f}]({folder.name}/{f})" for f in files if (folder / f).is_file()]
         failed = row.get("failed_loggers")
         failed = failed if isinstance(failed, dict) else {}
@@ -349,6 +387,66 @@ def against_pca(ok: pd.DataFrame, settings: list[str]) -> list[str]:
     ]
 
 
+def feature_section(ok: pd.DataFrame, most: int = 4) -> list[str]:
+    """Vectors without an image have no montage: their test error per feature instead, the
+    AE's beside PCA's, at up to `most` code sizes below d spread over the sweep (first seed)."""
+    runs = {}
+    for row in ok.sort_values("dim_z", ascending=False).itertuples():
+        path = Path(str(row.run_dir)) / FEATURE_ERRORS
+        if path.is_file():
+            runs.setdefault(int(row.dim_z), path)
+    if not runs:
+        return []
+    full = int(ok["input_dim"].max()) if "input_dim" in ok else None
+    dims = [k for k in runs if k != full] or list(runs)  # at k = d both are exact
+    picks = sorted({dims[i] for i in np.linspace(0, len(dims) - 1, min(most, len(dims))).round()
+                    .astype(int)}, reverse=True)  # fmt: skip
+    table = None
+    for k in picks:
+        errors = pd.read_csv(runs[k]).set_index("feature")
+        errors.columns = [f"AE k={k}", f"PCA k={k}"]
+        table = errors if table is None else table.join(errors)
+    return [
+        "## Error per feature",
+        "",
+        "Mean squared test error of each feature (no image to show for these vectors).",
+        "",
+        markdown_table(table.reset_index()),
+        "",
+    ]
+
+
+def what_codes_keep(ok: pd.DataFrame, sweep_dir: Path) -> list[str]:
+    """report.md's probe section: the figure, and where the AE's codes separate the classes
+    better or worse than PCA's (linear probe, mean over seeds; within 0.01 is a tie)."""
+    rows = probed(ok)
+    if not len(rows):
+        return []
+    parts = ["## What the codes keep", ""]
+    if (sweep_dir / "accuracy_vs_dim.png").is_file():
+        parts += ["![test accuracy on the codes vs dim(z)](accuracy_vs_dim.png)", ""]
+    every = per_size(rows)
+    if every["n_seeds"].max() > 1:  # mean and spread over seeds, as for the error
+        spread = [f"{c}{s}" for c in ACCURACIES for s in ("", "_min", "_max")]
+        shown = [*every.attrs.get("settings", []), "dim_z", "n_seeds", *spread]
+        parts += [markdown_table(every[shown]), ""]
+    for label, sizes in combinations(every):
+        gap = (sizes["probe_acc"] - sizes["pca_probe_acc"]).to_numpy()
+        masks = (gap > 0.01, gap < -0.01, np.abs(gap) <= 0.01)
+        better, worse, same = (listed(sizes["dim_z"][m]) for m in masks)
+        parts.append(
+            f"Linear probe{f' ({label})' if label else ''}: the AE's codes separate the classes "
+            f"better than PCA's at k = {better}, worse at k = {worse}, as well (within 0.01) "
+            f"at k = {same}."
+        )
+    return [*parts, ""]
+
+
+def listed(dims: pd.Series) -> str:
+    """'256, 32, 2' (descending), or 'none'."""
+    return ", ".join(str(k) for k in sorted(dims, reverse=True)) or "none"
+
+
 def format_table(table: pd.DataFrame) -> str:
     """The compact table printed at the end of a sweep."""
     columns = [
@@ -358,6 +456,8 @@ def format_table(table: pd.DataFrame) -> str:
         "test_sse",
         "pca_test_sse",
         "test_mse",
+        "probe_acc",
+        "pca_probe_acc",
         "epochs",
         "seconds",
         "status",

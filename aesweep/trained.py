@@ -7,6 +7,7 @@ result.json), so it works on any finished run, on this machine or copied from an
 from __future__ import annotations
 
 import contextlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from aesweep.config import RESULT, ConfigError, input_dim
-from aesweep.data import load_splits
+from aesweep.data import Scaling, load_splits
 from aesweep.io import replace_atomically
 from aesweep.model import AutoEncoder
 from aesweep.report import collect
@@ -39,14 +40,22 @@ def run_config(run_dir: Path) -> DictConfig:
 
 def load(run_dir: str | Path) -> AutoEncoder:
     """The trained autoencoder of a run folder, on the CPU, in eval mode, without gradients:
-    `encode(x)` maps images (n, input_dim) in [0, 1] to codes (n, dim_z), `decode(z)` maps
-    codes back to pixels (output activation applied)."""
+    `encode(x)` maps rows (n, input_dim) in the run's scaled space to codes (n, dim_z),
+    `decode(z)` maps codes back to that space (output activation applied). `model.scaling`
+    maps between the data's own units and that space: encode(scaling.apply(x)),
+    scaling.invert(decode(z)) (for images it is x / 255 and back)."""
     run_dir = Path(run_dir)
     cfg = run_config(run_dir)
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     if not ckpt.is_file():
         raise RunFolderError(f"{ckpt} is missing: this run saved no checkpoint (it stopped early)")
-    model = new_model(cfg, input_dim(cfg))
+    result = {}
+    with contextlib.suppress(OSError, ValueError):  # an unfinished run: the config alone
+        result = json.loads((run_dir / RESULT).read_text())
+    d = result.get("input_dim") or input_dim(cfg)  # result.json knows data=array's d
+    model = new_model(cfg, d, result.get("output"))
+    if result.get("scaling"):
+        model.scaling = Scaling.from_dict(result["scaling"])
     try:
         state = check_checkpoint(ckpt, model)
         model.load_state_dict(state["state_dict"])
@@ -69,12 +78,13 @@ def encode_split(run_dir: str | Path, split: str = "test") -> Path:
     with torch.no_grad():
         codes = model.encode(x)
     path = run_dir / f"codes_{split}.npz"
+    arrays = {"codes": codes.numpy(), "index": np.arange(len(x))}
+    if labels is not None:  # data without labels: codes and index alone
+        arrays["labels"] = labels.numpy()
 
     def write(tmp: str) -> None:
         with open(tmp, "wb") as f:  # a file object: np.savez would append .npz to a name
-            np.savez_compressed(
-                f, codes=codes.numpy(), labels=labels.numpy(), index=np.arange(len(x))
-            )
+            np.savez_compressed(f, **arrays)
 
     replace_atomically(path, write)
     return path

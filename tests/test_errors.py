@@ -42,6 +42,7 @@ BAD_INPUT = [
         "data.root=/etc/passwd is invalid: must be a folder",
     ),
     (["train", "model.center=maybe"], "model.center=maybe is invalid: must be true or false"),
+    (["train", "probe=maybe"], "probe=maybe is invalid: must be true or false"),
     (
         ["train", "trainer.devices=many"],
         "trainer.devices=many is invalid: must be auto, -1, a positive",
@@ -70,8 +71,8 @@ BAD_INPUT = [
     ),
     (["train", "model=resnet"], "model=resnet is invalid: must be one of deep, linear, mlp"),
     (
-        ["train", "data=cifar10"],
-        "data=cifar10 is invalid: must be one of fashion_mnist, mnist, mnist5k",
+        ["train", "data=svhn"],
+        "data=svhn is invalid: must be one of array, cifar10, fashion_mnist, mnist, mnist5k",
     ),
     (["train", "trainer=tpu"], "trainer=tpu is invalid: must be one of ddp, default, gpu, smoke"),
     (["train", "experiment=nope"], "experiment=nope is invalid: must be one of"),

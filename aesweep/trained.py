@@ -1,7 +1,8 @@
 """Use what a run or sweep produced: the trained autoencoder, a split's codes, a sweep's table.
 
-Everything is read back from the folders alone (checkpoints/last.ckpt, .hydra/config.yaml,
-result.json), so it works on any finished run, on this machine or copied from another.
+Everything is read back from the folders alone (checkpoints/best.ckpt or last.ckpt,
+.hydra/config.yaml, result.json), as data: it works on any finished run, on this machine or
+copied from another, and runs nothing a folder carries.
 """
 
 from __future__ import annotations
@@ -14,12 +15,19 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from aesweep.checkpoints import (
+    CheckpointError,
+    check_shapes,
+    kept_checkpoint,
+    read_checkpoint,
+    shapes_of,
+)
 from aesweep.config import RESULT, ConfigError, input_dim
 from aesweep.data import load_splits
 from aesweep.io import replace_atomically
 from aesweep.model import AutoEncoder
 from aesweep.report import collect
-from aesweep.train import CheckpointError, check_checkpoint, new_model
+from aesweep.train import new_model
 
 SPLITS = ("test", "train", "val")
 
@@ -38,18 +46,22 @@ def run_config(run_dir: Path) -> DictConfig:
 
 
 def load(run_dir: str | Path) -> AutoEncoder:
-    """The trained autoencoder of a run folder, on the CPU, in eval mode, without gradients:
+    """The trained autoencoder of a run folder (the weights it kept: best on validation with
+    select=best, else the last), on the CPU, in eval mode, without gradients:
     `encode(x)` maps images (n, input_dim) in [0, 1] to codes (n, dim_z), `decode(z)` maps
     codes back to pixels (output activation applied)."""
     run_dir = Path(run_dir)
     cfg = run_config(run_dir)
-    ckpt = run_dir / "checkpoints" / "last.ckpt"
-    if not ckpt.is_file():
-        raise RunFolderError(f"{ckpt} is missing: this run saved no checkpoint (it stopped early)")
-    model = new_model(cfg, input_dim(cfg))
+    path = kept_checkpoint(run_dir)
+    if path is None:
+        raise RunFolderError(
+            f"{run_dir / 'checkpoints'} holds no checkpoint: this run saved none (it stopped early)"
+        )
     try:
-        state = check_checkpoint(ckpt, model)
-        model.load_state_dict(state["state_dict"])
+        ckpt = read_checkpoint(path)
+        check_shapes(path, ckpt, shapes_of(cfg, input_dim(cfg)))
+        model = new_model(cfg, input_dim(cfg))
+        model.load_state_dict(ckpt["state_dict"])
     except (CheckpointError, KeyError, RuntimeError) as e:
         raise RunFolderError(" ".join(str(e).split())) from None
     model.freeze()  # eval mode, no gradients: codes come back as plain tensors

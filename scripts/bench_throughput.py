@@ -38,7 +38,7 @@ from torch import nn
 from aesweep.config import register
 from aesweep.data import TensorDataModule, load_splits
 from aesweep.pca import pca_of
-from aesweep.train import LastCheckpoint, build_model, build_trainer
+from aesweep.train import build_model, build_trainer
 
 MODELS = {"784-32-784": [], "784-256-64-32, mirrored": [256, 64]}
 DIM_Z = 32
@@ -177,7 +177,7 @@ def aesweep_path(cfg, splits, run_dir: Path) -> float:
     """aesweep's own data module, model and Trainer as a default run sets them up: seconds
     in trainer.fit (which includes moving the splits to the device)."""
     model = build_model(cfg, splits, pca_of(cfg.data, splits))
-    trainer = build_trainer(cfg, run_dir, LastCheckpoint(run_dir / "last.ckpt", 10))
+    trainer = build_trainer(cfg, run_dir)
     datamodule = TensorDataModule(
         splits, cfg.data.batch_size, cfg.seed, model.hparams.steps_per_call
     )

@@ -142,7 +142,7 @@ class LastCheckpoint(RunFolderCheckpoint):
 
     def __init__(self, dirpath: Path, every_s: float) -> None:
         super().__init__(dirpath, filename="last", enable_version_counter=False,
-                         save_on_train_epoch_end=True, save_on_exception=True)  # fmt: skip
+                         save_on_train_epoch_end=True)  # fmt: skip
         self.every_s, self.signame = every_s, None
         self._saved_at = -math.inf
 
@@ -157,8 +157,9 @@ class LastCheckpoint(RunFolderCheckpoint):
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exc: BaseException):
         if isinstance(exc, KeyboardInterrupt | SIGTERMException):
             self.signame = "SIGINT" if isinstance(exc, KeyboardInterrupt) else "SIGTERM"
-            with contextlib.suppress(DivergenceError):  # then the last finite one stays
-                super().on_exception(trainer, pl_module, exc)
+            if self._last_global_step_saved != trainer.global_step:
+                with contextlib.suppress(DivergenceError):  # then the last finite one stays
+                    self._save_checkpoint(trainer, self.format_checkpoint_name({}))
 
 
 class BestCheckpoint(RunFolderCheckpoint):

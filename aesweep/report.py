@@ -47,6 +47,7 @@ METRIC_COLUMNS = [
 DESCRIPTION_COLUMNS = [
     "data",
     "model",
+    "recipe",
     "kind",
     "best_epoch",
     "hidden",

@@ -32,10 +32,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_module
 from torch import nn
 
-from aesweep.config import register
+from aesweep.cli import compose
 from aesweep.data import TensorDataModule, load_splits
 from aesweep.pca import pca_of
 from aesweep.train import build_model, build_trainer
@@ -45,9 +44,9 @@ DIM_Z = 32
 
 
 def config(hidden: list[int], batch_size: int, epochs: int, device: str, k: int, graph=True):
-    register()
     overrides = [
-        "model=mlp",  # the plain network the loops below write out, with mse
+        "model=mlp",  # the plain network the loops below write out,
+        "recipe=lecture",  # trained as they train it: Adam, mse, no schedule
         "trainer.check_val_every_n_epoch=5",
         f"model.hidden=[{','.join(map(str, hidden))}]",
         f"dim_z={DIM_Z}",
@@ -57,8 +56,7 @@ def config(hidden: list[int], batch_size: int, epochs: int, device: str, k: int,
         f"steps_per_call={k}",
         f"cuda_graph={graph}",
     ]
-    with initialize_config_module("aesweep.configs", version_base="1.3"):
-        return compose("train", overrides)
+    return compose(overrides, argparse.Namespace(config_dir=None, config_name=None))
 
 
 def network(hidden: list[int], device: str) -> nn.Module:

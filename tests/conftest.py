@@ -4,15 +4,32 @@ needs exit codes and output, as a subprocess where it needs a real process)."""
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 SMOKE = ["trainer=smoke", "data.subset=300"]
+
+
+def composed(*overrides: str) -> Any:
+    """The config a job with these overrides gets: the CLI's own composition (Hydra's
+    Compose API), with the `hydra` node, without validation."""
+    from aesweep.cli import compose
+
+    return compose(list(overrides), argparse.Namespace(config_dir=None, config_name=None))
+
+
+def result_of(run_dir: Path) -> dict[str, Any]:
+    """A run folder's result.json."""
+    return json.loads((run_dir / "result.json").read_text())
 
 
 @dataclass
@@ -47,11 +64,14 @@ def aesweep(capsys: pytest.CaptureFixture[str]):
     from aesweep.cli import main
 
     def run(*args: str) -> Outcome:
+        sigint = signal.getsignal(signal.SIGINT)
         try:
             main(list(args))
             code = 0
         except SystemExit as e:
             code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        finally:  # Lightning ignores SIGINT after a KeyboardInterrupt; a process would exit
+            signal.signal(signal.SIGINT, sigint)
         out, err = capsys.readouterr()
         return Outcome(code, out, err)
 

@@ -5,41 +5,109 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
 
-from aesweep.config import ConfigError, check_machine, register, validate
+from aesweep.config import ConfigError, check_machine, validate
+from tests.conftest import composed
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 
 
-def composed(*overrides: str):
-    register()
-    with initialize_config_module("aesweep.configs", version_base="1.3"):
-        return compose("train", list(overrides), return_hydra_config=True)
+# Every training setting of the default run and of the shipped experiments, as they were
+# before the recipe left the architecture (main e5b79b6): recipes must not move a figure.
+TRAINING = ("dim_z", "data.name", "data.batch_size", "model", "loss.name", "optimizer",
+            "scheduler", "select", "patience", "trainer.max_epochs",
+            "trainer.check_val_every_n_epoch", "sweep.dims")  # fmt: skip
+COSINE = {"_target_": "torch.optim.lr_scheduler.CosineAnnealingLR", "_partial_": True}
+LECTURE_DIMS = [784, 256, 64, 32, 16, 8, 4, 2, 1]
+DEFAULT = {
+    "dim_z": 32,
+    "data.name": "mnist5k",
+    "data.batch_size": 64,
+    "model": {"kind": "residual", "hidden": [256, 256, 256], "activation": "relu",
+              "output": "clamp", "center": False, "input_noise": 0.1, "linear_lr_scale": 0.1},
+    "loss.name": "sse",
+    "optimizer": {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 2e-3,
+                  "weight_decay": 0.3, "fused": True},
+    "scheduler": {**COSINE, "T_max": None, "interval": "step"},
+    "select": "best",
+    "patience": 10,
+    "trainer.max_epochs": 50,
+    "trainer.check_val_every_n_epoch": 1,
+    "sweep.dims": LECTURE_DIMS,
+}  # fmt: skip
+LECTURE = {
+    **DEFAULT,
+    "data.batch_size": 128,
+    "model": {"kind": "mlp", "hidden": [], "activation": "relu", "output": "sigmoid",
+              "center": False, "input_noise": 0.0, "linear_lr_scale": 1.0},
+    "loss.name": "mse",
+    "optimizer": {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3,
+                  "weight_decay": 0.0, "fused": True},
+    "scheduler": None,
+    "select": "last",
+    "patience": None,
+    "trainer.max_epochs": 100,
+    "trainer.check_val_every_n_epoch": 5,
+}  # fmt: skip
+BEFORE = {
+    (): DEFAULT,
+    ("experiment=hinton2006",): {
+        **DEFAULT, "dim_z": 30, "data.name": "mnist", "data.batch_size": 128,
+        "model": {**DEFAULT["model"], "hidden": [1000, 500, 250], "input_noise": 0.0},
+        "optimizer": {**DEFAULT["optimizer"], "lr": 1e-3}, "sweep.dims": [30],
+    },
+    ("experiment=lecture",): LECTURE,
+    ("experiment=capacity",): LECTURE,
+    ("model=linear", "recipe=linear"): {  # was model=linear, which carried this recipe
+        **LECTURE,
+        "model": {**LECTURE["model"], "activation": "identity", "output": "identity",
+                  "center": True},
+        "optimizer": {**LECTURE["optimizer"], "lr": 1e-2},
+        "scheduler": {**COSINE, "T_max": 100},
+    },
+}  # fmt: skip
 
 
-def test_defaults_are_the_residual_pca_model_and_lecture_pins_the_lecture() -> None:
+def training(cfg) -> dict:
+    """The TRAINING settings of a composed config, as plain values."""
+    values = {key: OmegaConf.select(cfg, key) for key in TRAINING}
+    return {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+            for k, v in values.items()}  # fmt: skip
+
+
+@pytest.mark.parametrize("overrides", list(BEFORE), ids=lambda o: " ".join(o) or "default")
+def test_recipes_train_the_default_and_every_experiment_as_before(overrides) -> None:
+    cfg = composed(*overrides)
+    assert training(cfg) == BEFORE[overrides]
+    validate(cfg)
+    if overrides == ("experiment=capacity",):
+        assert cfg.hydra.sweeper.params == {"model.hidden": "[],[256,64],[1000,500,250]"}
+
+
+def test_choosing_a_model_optimizer_or_loss_changes_only_that(aesweep) -> None:
+    sgd = {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.05, "momentum": 0.9,
+           "nesterov": True, "weight_decay": 0.0, "fused": True}  # sgd.yaml's own  # fmt: skip
+    assert training(composed("optimizer=sgd")) == {**DEFAULT, "optimizer": sgd}
+    adamw = {**DEFAULT["optimizer"], "lr": 1e-3, "weight_decay": 1e-2}  # torch's defaults
+    assert training(composed("optimizer=adamw")) == {**DEFAULT, "optimizer": adamw}
+    mlp = {**DEFAULT["model"], "kind": "mlp", "hidden": [], "output": "sigmoid"}
+    assert training(composed("model=mlp")) == {**DEFAULT, "model": mlp}
+    assert training(composed("loss=mse")) == {**DEFAULT, "loss.name": "mse"}
+    shown = aesweep("train", "--cfg", "job", "optimizer=sgd")
+    assert shown.code == 0 and "  lr: 0.05\n" in shown.out and "  weight_decay: 0.0\n" in shown.out
+
+
+def test_the_defaults_write_metrics_csv_and_validate() -> None:
     cfg = composed()
-    assert cfg.dim_z == 32 and cfg.loss.name == "sse" and cfg.data.name == "mnist5k"
-    model = (cfg.model.kind, list(cfg.model.hidden), cfg.model.output)
-    assert model == ("residual", [256, 256, 256], "clamp")
-    assert (cfg.select, cfg.patience, cfg.trainer.max_epochs) == ("best", 10, 50)
-    assert cfg.optimizer._target_ == "torch.optim.AdamW" and cfg.optimizer._partial_
-    recipe = (cfg.optimizer.lr, cfg.optimizer.weight_decay, cfg.data.batch_size)
-    assert recipe == (2e-3, 0.3, 64)
-    assert composed("optimizer=sgd").optimizer._target_ == "torch.optim.SGD"  # still chooses
-    assert list(cfg.sweep.dims) == [784, 256, 64, 32, 16, 8, 4, 2, 1]
     assert cfg.trainer._target_ == "pytorch_lightning.Trainer"
     assert list(cfg.logger) == ["csv"]  # metrics.csv in the run folder
+    assert cfg.hydra.runtime.choices.recipe == "default"  # what result.json records
     validate(cfg)
-    lecture = composed("experiment=lecture")
-    assert (lecture.model.kind, list(lecture.model.hidden), lecture.loss.name) == ("mlp", [], "mse")
-    assert (lecture.select, lecture.scheduler, lecture.trainer.max_epochs) == ("last", None, 100)
-    assert composed("loss=mse").loss.name == "mse"  # the command line still chooses
 
 
 @pytest.mark.parametrize(
-    "group", ["data", "model", "optimizer", "loss", "trainer", "experiment", "logger"]
+    "group", ["data", "model", "recipe", "optimizer", "loss", "trainer", "experiment", "logger"]
 )
 def test_every_shipped_choice_composes_and_validates(group: str) -> None:
     choices = sorted(p.stem for p in (CONFIGS / group).glob("*.yaml"))

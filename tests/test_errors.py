@@ -65,7 +65,8 @@ BAD_INPUT = [
     (["train", "threads=many"], "threads=many is invalid: must be an integer or null"),
     (
         ["train", "optimizer=adamx"],
-        "optimizer=adamx is invalid: must be one of adam, adamw, rmsprop, sgd",
+        "optimizer=adamx is invalid: must be one of adam, adam_linear, adamw, adamw_default, "
+        "rmsprop, sgd",
     ),
     (["train", "model=resnet"], "model=resnet is invalid: must be one of deep, linear, mlp"),
     (

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +10,7 @@ import torch
 
 from aesweep.plots import draw_latent
 from aesweep.report import collect, draw_loss_vs_dim
-from tests.conftest import SMOKE
+from tests.conftest import SMOKE, result_of
 from tests.test_data import write_idx
 
 
@@ -30,7 +29,7 @@ def test_capacity_draws_one_curve_and_one_montage_per_architecture(aesweep, tmp_
     assert montages == ["reconstructions_model.hidden=1000-500-250.png",
                         "reconstructions_model.hidden=256-64.png",
                         "reconstructions_model.hidden=none.png"]  # fmt: skip
-    deep = json.loads((sweep / "dim_z=2,model.hidden=[1000,500,250]" / "result.json").read_text())
+    deep = result_of(sweep / "dim_z=2,model.hidden=[1000,500,250]")
     assert deep["n_params"] > 2 * 784 * 1000
 
 
@@ -78,7 +77,7 @@ def test_the_hinton2006_recipe_runs_offline_on_a_tiny_idx_subset(aesweep, tmp_pa
                       "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
                       "hydra.run.dir=run")  # fmt: skip
     assert outcome.code == 0, outcome.err
-    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    result = result_of(tmp_path / "run")
     assert (result["dim_z"], result["hidden"], result["kind"]) == (30, [1000, 500, 250], "residual")
     assert (result["data"], result["n_train"], result["n_test"]) == ("mnist", 70, 20)
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)

@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
-from hydra import compose, initialize_config_module
 
-from aesweep.config import register
 from aesweep.data import Splits
 from aesweep.pca import fit_pca
 from aesweep.report import collect, draw_loss_vs_dim
 from aesweep.train import build_model
-from tests.conftest import SMOKE
-
-
-def default_config(*overrides: str):
-    register()
-    with initialize_config_module("aesweep.configs", version_base="1.3"):
-        return compose("train", list(overrides))
+from tests.conftest import SMOKE, composed, result_of
 
 
 @pytest.mark.parametrize("k", [1, 7, 20])
@@ -30,19 +21,19 @@ def test_the_untrained_residual_model_is_pca(k: int) -> None:
     x = torch.rand(300, 20, generator=gen).pow(3)  # in [0, 1], skewed
     splits = Splits(x[:200], x[:200, 0], x[200:250], x[:50, 0], x[250:], x[:50, 0], (1, 4, 5))
     fit = fit_pca(splits.train_x, splits.test_x)
-    cfg = default_config(f"dim_z={k}", "model.output=identity", "data.image_shape=[1,4,5]")
+    cfg = composed(f"dim_z={k}", "model.output=identity", "data.image_shape=[1,4,5]")
     model = build_model(cfg, splits, fit).eval()
     with torch.no_grad():
         sse = (model(splits.test_x) - splits.test_x).pow(2).sum(1).mean()
     assert float(sse) == pytest.approx(float(fit.test_sse[k]), rel=1e-4, abs=1e-6)
-    clamped = build_model(default_config(f"dim_z={k}", "data.image_shape=[1,4,5]"), splits, fit)
+    clamped = build_model(composed(f"dim_z={k}", "data.image_shape=[1,4,5]"), splits, fit)
     with torch.no_grad():  # clipping to [0, 1] can only bring pixels in [0, 1] closer
         clipped = (clamped.eval()(splits.test_x) - splits.test_x).pow(2).sum(1).mean()
     assert float(clipped) <= float(sse) + 1e-6
 
 
 def test_weight_decay_acts_on_the_branch_weights_only() -> None:
-    cfg = default_config("optimizer.weight_decay=0.1", "scheduler=null")  # AdamW: the default
+    cfg = composed("optimizer.weight_decay=0.1", "scheduler=null")  # AdamW: the default
     model = build_model(cfg, Splits(*[torch.rand(20, 784), torch.zeros(20)] * 3, (1, 28, 28)),
                         fit_pca(torch.rand(20, 784), torch.rand(5, 784)))  # fmt: skip
     optimizer = model.configure_optimizers()
@@ -62,7 +53,7 @@ def test_weight_decay_acts_on_the_branch_weights_only() -> None:
 def test_select_best_keeps_the_best_validation_and_scores_test_once(aesweep, tmp_path) -> None:
     args = ("train", "dim_z=4", *SMOKE, "trainer.max_epochs=4", "hydra.run.dir=run")
     assert aesweep(*args).code == 0
-    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    result = result_of(tmp_path / "run")
     metrics = pd.read_csv(tmp_path / "run" / "metrics.csv")
     val = metrics.loc[metrics["test_mse"].isna(), "val_mse"].dropna().tolist()
     assert len(val) == 4  # one validation an epoch; the test split is scored after, once
@@ -75,7 +66,7 @@ def test_patience_stops_a_run_that_stops_improving(aesweep, tmp_path) -> None:
     # lr 0 never improves on the start (PCA): the run stops after `patience` validations
     args = ("train", "dim_z=4", *SMOKE, "trainer.max_epochs=20", "patience=3", "optimizer.lr=1e-12")
     assert aesweep(*args, "hydra.run.dir=run").code == 0
-    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    result = result_of(tmp_path / "run")
     assert (result["epochs"], result["best_epoch"]) == (3, 0)  # epoch 0: the untrained PCA
     assert result["test_sse"] <= result["pca_test_sse"] + 1e-4
 

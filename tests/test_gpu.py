@@ -32,7 +32,8 @@ def test_a_chunked_gpu_run_matches_the_plain_one(aesweep, tmp_path) -> None:
 
 
 @pytest.mark.parametrize(
-    "recipe", [[], ["model=mlp", "model.hidden=[64]"], ["trainer.precision=64-true"]]
+    "recipe",
+    [[], ["model=mlp", "recipe=lecture", "model.hidden=[64]"], ["trainer.precision=64-true"]],
 )
 def test_the_cuda_graph_replays_exactly_the_eager_steps(aesweep, tmp_path, monkeypatch, recipe):
     """The default model draws input noise each step: the graph must see the same noise."""
@@ -103,8 +104,8 @@ def test_a_gpu_run_resumed_mid_epoch_matches_one_never_interrupted(aesweep, tmp_
 def test_divergence_on_the_gpu_names_the_step_and_keeps_a_finite_checkpoint(aesweep, tmp_path):
     explode = "scheduler={_target_:torch.optim.lr_scheduler.ExponentialLR,_partial_:true,gamma:1e4}"
     outcome = aesweep("train", "dim_z=4", *GPU, "trainer.max_epochs=5", "steps_per_call=4",
-                      "model=mlp", "model.output=identity", "optimizer=sgd", "optimizer.lr=1e-3",
-                      explode, "hydra.run.dir=run")  # fmt: skip
+                      "model=mlp", "recipe=lecture", "model.output=identity", "optimizer=sgd",
+                      "optimizer.lr=1e-3", explode, "hydra.run.dir=run")  # fmt: skip
     assert outcome.code == 1
     error = result_of(tmp_path / "run")["error"]
     assert re.search(r"became (nan|inf) at epoch \d+, step \d+", error), error

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
@@ -12,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.conftest import SMOKE, run_subprocess
+from tests.conftest import SMOKE, result_of, run_subprocess
 from tests.test_sweep import status_of, wait_for
 
 LONG = ["data.subset=300", "trainer=smoke", "trainer.max_epochs=300", "patience=null"]
@@ -38,7 +37,7 @@ def test_sigterm_keeps_the_checkpoint_and_resume_finishes_the_run(tmp_path: Path
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM
-    result = json.loads((run / "result.json").read_text())
+    result = result_of(run)
     assert result["status"] == "interrupted" and "SIGTERM" in result["error"]
     assert "aesweep: interrupted by SIGTERM; continue with resume=<this run folder>" in err
     stopped = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
@@ -46,7 +45,7 @@ def test_sigterm_keeps_the_checkpoint_and_resume_finishes_the_run(tmp_path: Path
 
     done = run_subprocess("train", f"resume={run}")
     assert done.returncode == 0, done.stderr
-    resumed = json.loads((run / "result.json").read_text())
+    resumed = result_of(run)
     assert resumed["status"] == "ok" and resumed["epochs"] == 300
     assert resumed["steps"] == 300 * 5  # continued, not restarted: no step done twice
     assert resumed["resumed_from"] == str(run / "checkpoints" / "last.ckpt")
@@ -159,14 +158,14 @@ def test_a_run_resumed_mid_epoch_matches_one_never_interrupted(
         return train_step(self, batch, batch_idx)
 
     monkeypatch.setattr(AutoEncoder, "training_step", ctrl_c_at_step_6)
+    sigint = signal.getsignal(signal.SIGINT)
     assert aesweep(*args, "hydra.run.dir=split").code == 130
+    assert signal.getsignal(signal.SIGINT) == sigint  # Lightning's SIG_IGN ends with the run
     monkeypatch.setattr(AutoEncoder, "training_step", train_step)  # (undo() would leave tmp_path)
     stopped = torch.load(tmp_path / "split/checkpoints/last.ckpt", weights_only=False)
     assert (stopped["epoch"], stopped["global_step"]) == (1, 6)
     assert aesweep("train", "resume=split").code == 0
-    whole, split = (
-        json.loads((tmp_path / r / "result.json").read_text()) for r in ("whole", "split")
-    )
+    whole, split = (result_of(tmp_path / r) for r in ("whole", "split"))
     assert whole["steps"] == split["steps"] == 12
     for metric in ("train_sse", "val_sse", "test_sse"):  # same batches, same updates
         assert split[metric] == whole[metric], metric
@@ -182,7 +181,7 @@ def test_resume_extends_a_finished_run_and_refuses_a_changed_model(aesweep, tmp_
         "hydra.* may change"
     ]
     assert aesweep("train", "resume=run", "trainer.max_epochs=4").code == 0
-    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    result = result_of(tmp_path / "run")
     assert (result["status"], result["epochs"], result["steps"]) == ("ok", 4, 4 * 5)
     assert "trainer.max_epochs=4" in result["overrides"]
 

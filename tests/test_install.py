@@ -30,7 +30,8 @@ def test_the_wheel_ships_its_configs_and_trains_from_another_folder(tmp_path: Pa
     )
     wheel = next((tmp_path / "dist").glob("aesweep-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
-    assert "aesweep/configs/train.yaml" in names and "aesweep/configs/model/linear.yaml" in names
+    shipped = ("train.yaml", "model/linear.yaml", "recipe/default.yaml")
+    assert all(f"aesweep/configs/{name}" in names for name in shipped)
 
     target = tmp_path / "site"
     subprocess.run(

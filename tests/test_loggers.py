@@ -4,14 +4,13 @@ once, and a missing package refused before training."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import SMOKE
+from tests.conftest import SMOKE, result_of
 
 OPTIONAL = ("tensorboard", "mlflow", "sqlalchemy", "tensorboardX")
 
@@ -36,7 +35,7 @@ def test_tensorboard_and_csv_together_write_both(aesweep, tmp_path: Path) -> Non
     outcome = aesweep("train", "dim_z=4", *SMOKE, "logger=[csv,tensorboard]", "hydra.run.dir=r")
     assert outcome.code == 0, outcome.err
     run = tmp_path / "r"
-    result = json.loads((run / "result.json").read_text())
+    result = result_of(run)
     assert "train_loss_step" in (run / "metrics.csv").read_text().splitlines()[0]
 
     events = EventAccumulator(str(run / "tensorboard"))
@@ -61,7 +60,7 @@ def test_a_sweep_is_one_mlflow_experiment_with_a_run_per_job(aesweep, tmp_path: 
     runs = client.search_runs([experiment.experiment_id])
     assert sorted(r.info.run_name for r in runs) == ["dim_z=2", "dim_z=4"]
     for run in runs:
-        result = json.loads((tmp_path / "sw" / run.info.run_name / "result.json").read_text())
+        result = result_of(tmp_path / "sw" / run.info.run_name)
         assert run.info.status == "FINISHED"
         for name in ("test_mse", "test_sse", "pca_test_sse", "val_sse", "seconds"):
             assert run.data.metrics[name] == pytest.approx(result[name], rel=1e-6)

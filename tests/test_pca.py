@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from aesweep.pca import cached_pca, fit_pca
+from tests.conftest import composed, result_of
 
 
 def brute_force_sse(train: np.ndarray, test: np.ndarray, k: int) -> float:
@@ -72,19 +73,16 @@ def synthetic_splits(variances: list[float], d: int = 20, n: int = 2000, seed: i
 
 
 def train_linear_ae(splits, k: int, epochs: int = 60):
-    """aesweep's own linear AE, trained by a Lightning Trainer with model=linear's recipe."""
+    """aesweep's own linear AE, trained by a Lightning Trainer with recipe=linear."""
     import pytorch_lightning as pl
-    from hydra import compose, initialize_config_module
     from omegaconf import OmegaConf
 
-    from aesweep.config import register
     from aesweep.data import TensorDataModule
     from aesweep.model import AutoEncoder
 
-    register()
-    with initialize_config_module("aesweep.configs", version_base="1.3"):
-        cfg = compose("train", ["model=linear", f"trainer.max_epochs={epochs}"])
-    recipe = OmegaConf.to_container(cfg, resolve=True)
+    cfg = composed("model=linear", "recipe=linear", f"trainer.max_epochs={epochs}")
+    parts = ("model", "optimizer", "scheduler")
+    recipe = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in parts}
     pl.seed_everything(0, verbose=False)
     m = recipe["model"]
     model = AutoEncoder(
@@ -173,13 +171,12 @@ def test_pca_command_writes_the_curve(aesweep, tmp_path) -> None:
 
 
 def test_a_linear_run_reports_its_subspace_and_draws_its_components(aesweep, tmp_path) -> None:
-    import json
-
     import matplotlib.image
 
     outcome = aesweep(
         "train",
         "model=linear",
+        "recipe=linear",
         "dim_z=20",
         "trainer=smoke",
         "trainer.max_epochs=2",
@@ -187,7 +184,7 @@ def test_a_linear_run_reports_its_subspace_and_draws_its_components(aesweep, tmp
         "hydra.run.dir=run",
     )
     assert outcome.code == 0, outcome.err
-    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    result = result_of(tmp_path / "run")
     # Recompute the reported angles independently: numpy's SVD of the run's own training
     # images against the decoder in its checkpoint.
     from omegaconf import OmegaConf

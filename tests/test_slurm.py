@@ -1,10 +1,11 @@
 """Sweeps on a real SLURM cluster: the one-node cluster of scripts/slurm_cluster.sh (slurmctld,
-slurmd, slurmdbd with MariaDB), driven through Hydra's submitit_slurm launcher. A cluster
-that cannot start fails these tests with its reason; they are never skipped."""
+slurmd, slurmdbd with MariaDB), driven through Hydra's submitit_slurm launcher. Where the
+cluster cannot start (it needs root and apt) these tests skip with its reason, unless
+AESWEEP_REQUIRE_SLURM=1 (.ci/run sets it): then they fail, so CI fails when the cluster does."""
 
 from __future__ import annotations
 
-import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from tests.conftest import SMOKE, run_subprocess
+from tests.conftest import SMOKE, result_of, run_subprocess
 from tests.test_sweep import status_of, wait_for
 
 SCRIPT = Path(__file__).parents[1] / "scripts" / "slurm_cluster.sh"
@@ -29,7 +30,10 @@ def slurm_conf() -> Iterator[str]:
     was_running = subprocess.run(["bash", SCRIPT, "status"], capture_output=True).returncode == 0
     started = subprocess.run(["bash", SCRIPT, "start"], capture_output=True, text=True)
     if started.returncode != 0:
-        pytest.fail(f"the SLURM cluster did not start: {started.stderr.strip()}", pytrace=False)
+        reason = f"the SLURM cluster did not start: {started.stderr.strip()}"
+        if os.environ.get("AESWEEP_REQUIRE_SLURM") == "1":
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(f"{reason} (AESWEEP_REQUIRE_SLURM=1 makes this a failure)")
     conf = started.stdout.strip().splitlines()[-1].removeprefix("export SLURM_CONF=")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SLURM_CONF", conf)
@@ -139,7 +143,7 @@ def test_scancel_then_resume_finishes_each_job_once(slurm_conf, tmp_path: Path) 
     assert done.returncode == 0, done.stderr[-3000:]
     rows = table(sweep)
     assert rows["dim_z"].tolist() == [4, 2] and (rows["status"] == "ok").all()
-    resumed = json.loads((cancelled / "result.json").read_text())
+    resumed = result_of(cancelled)
     assert resumed["resumed_from"] == str(cancelled / "checkpoints" / "last.ckpt")
     assert resumed["epochs"] == 30
     kept = slurm_job_id(sweep / "dim_z=4")  # the resumed sweep's job: it kept the result

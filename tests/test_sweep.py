@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from aesweep.report import collect, draw_loss_vs_dim, progress_line
-from tests.conftest import SMOKE, run_subprocess
+from tests.conftest import SMOKE, result_of, run_subprocess
 from tests.test_train import CONTRACT
 
 CSV_COLUMNS = [*CONTRACT, "run_dir"]  # every metrics-contract field, then the run folder
@@ -43,7 +43,7 @@ def test_sweep_writes_one_report_over_the_dims(aesweep, tmp_path: Path) -> None:
     assert (table["status"] == "ok").all()
     assert table["run_dir"].tolist() == [str(sweep / f"dim_z={k}") for k in (16, 4, 2)]
     for _, row in table.iterrows():
-        result = json.loads((Path(row["run_dir"]) / "result.json").read_text())
+        result = result_of(Path(row["run_dir"]))
         assert row["test_sse"] == pytest.approx(result["test_sse"])
     assert table["pca_test_sse"].is_monotonic_increasing  # less code, more error
     assert image_size(sweep / "reconstructions.png") == montage_size(rows=1 + 3)
@@ -150,7 +150,7 @@ def wait_for(condition, timeout: float = 120) -> None:
 
 def status_of(job: Path) -> str | None:
     try:
-        return json.loads((job / "result.json").read_text())["status"]
+        return result_of(job)["status"]
     except (OSError, ValueError, KeyError):
         return None
 
@@ -191,10 +191,10 @@ def test_resume_after_kill_9_reruns_only_unfinished_dims(tmp_path: Path) -> None
     assert "already finished, kept" in done.stdout
     table = pd.read_csv(sweep / "loss_vs_dim.csv")
     assert table["dim_z"].tolist() == [16, 8, 4] and (table["status"] == "ok").all()
-    resumed = json.loads((sweep / "dim_z=8" / "result.json").read_text())
+    resumed = result_of(sweep / "dim_z=8")
     assert resumed["resumed_from"] == str(sweep / "dim_z=8" / "checkpoints" / "last.ckpt")
     assert resumed["epochs"] == 150
-    assert json.loads((sweep / "dim_z=4" / "result.json").read_text())["resumed_from"] is None
+    assert result_of(sweep / "dim_z=4")["resumed_from"] is None
 
 
 @pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
@@ -213,5 +213,5 @@ def test_launchers_run_the_jobs_and_the_report_aggregates_them(tmp_path, launche
     assert table["dim_z"].tolist() == [8, 2] and (table["status"] == "ok").all()
     assert (tmp_path / "sw" / "reconstructions.png").is_file()
     if launcher == "joblib":  # two jobs side by side share the cores instead of fighting
-        threads = json.loads((tmp_path / "sw" / "dim_z=8" / "result.json").read_text())
+        threads = result_of(tmp_path / "sw" / "dim_z=8")
         assert threads["torch_threads"] == max(1, (os.cpu_count() or 1) // 2)

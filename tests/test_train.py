@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
@@ -15,7 +14,7 @@ import torch
 from omegaconf import OmegaConf
 
 from aesweep.data import load_splits
-from tests.conftest import SMOKE, run_subprocess
+from tests.conftest import SMOKE, result_of, run_subprocess
 
 CONTRACT = [
     "test_mse",
@@ -37,10 +36,6 @@ CONTRACT = [
 ]
 
 
-def result_of(run_dir: Path) -> dict:
-    return json.loads((run_dir / "result.json").read_text())
-
-
 def test_smoke_run_writes_every_artefact_of_the_contract(aesweep, tmp_path: Path) -> None:
     outcome = aesweep("train", "dim_z=8", *SMOKE, "hydra.run.dir=run")
     assert outcome.code == 0, outcome.err
@@ -58,6 +53,11 @@ def test_smoke_run_writes_every_artefact_of_the_contract(aesweep, tmp_path: Path
     result = result_of(run)
     assert set(CONTRACT) <= set(result)
     assert result["status"] == "ok" and result["error"] is None
+    assert (result["model"], result["recipe"], result["optimizer"]) == (
+        "residual",
+        "default",
+        "adamw",
+    )
     numbers = {k: v for k, v in result.items() if k in CONTRACT and k not in ("status", "error")}
     assert all(math.isfinite(v) for v in numbers.values())
     d = result["input_dim"]
@@ -114,7 +114,8 @@ def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(
     outcome = aesweep(
         "train",
         "dim_z=4",
-        "model=mlp",  # its scheduler slot is free
+        "model=mlp",
+        "recipe=lecture",  # its scheduler slot is free
         *SMOKE,
         f"steps_per_call={steps_per_call}",
         "trainer.max_epochs=5",
@@ -165,7 +166,9 @@ def test_every_precision_trains_and_is_scored_in_float32(aesweep, tmp_path, prec
     assert result["test_sse"] == pytest.approx(expected, rel=1e-5)
 
 
-@pytest.mark.parametrize("recipe", [[], ["model=linear"]])  # no scheduler; cosine per epoch
+@pytest.mark.parametrize(
+    "recipe", [[], ["model=linear", "recipe=linear"]]
+)  # no scheduler; cosine per epoch
 def test_several_steps_per_call_make_exactly_the_same_run(aesweep, tmp_path, recipe) -> None:
     args = (
         "train",

@@ -9,7 +9,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ import torch
 from aesweep import RunFolderError, load, load_sweep
 from aesweep.data import load_splits
 from aesweep.trained import run_config
-from tests.conftest import SMOKE
+from tests.conftest import SMOKE, result_of
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +51,7 @@ def test_load_gives_back_the_trained_model(trained_run: Path) -> None:
     pixels = model.decode(codes)
     assert codes.shape == (len(x), 4) and pixels.shape == x.shape
     assert not codes.requires_grad and pixels.min() >= 0 and pixels.max() <= 1
-    result = json.loads((trained_run / "result.json").read_text())
+    result = result_of(trained_run)
     # the same weights as at the end of training: the test error comes out the same
     assert (pixels - x).pow(2).mean().item() == pytest.approx(result["test_mse"], rel=1e-5)
 
@@ -119,8 +118,14 @@ def test_load_sweep_is_a_typed_table(tmp_path: Path) -> None:
         load_sweep(tmp_path / "sw" / "dim_z=8,seed=0")
 
 
-def test_help_is_fast() -> None:
-    start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "aesweep", "--help"], capture_output=True)
-    assert done.returncode == 0 and b"encode RUN_DIR" in done.stdout
-    assert time.perf_counter() - start < 2.0  # ~0.2 s; generous for a shared machine
+def test_help_answers_before_the_heavy_imports() -> None:
+    """`aesweep --help` loads neither torch nor Lightning, which is what keeps it fast (its
+    time is measured in scripts/bench_commands.py, never here)."""
+    probe = (
+        "import sys\nfrom aesweep.cli import main\ntry:\n    main(['--help'])\n"
+        "except SystemExit:\n    pass\n"
+        "print([m for m in ('torch', 'pytorch_lightning', 'hydra') if m in sys.modules])"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0 and "encode RUN_DIR" in done.stdout
+    assert done.stdout.strip().splitlines()[-1] == "[]"

@@ -226,8 +226,8 @@ def rechunk(loop: dict[str, Any], old: int, new: int, n_batches: int) -> None:
         return epochs * new_chunks + batches // new
 
     progress = loop["epoch_loop.batch_progress"]
-    for scope in ("total", "current"):
-        progress[scope] = {k: convert(v) for k, v in progress[scope].items()}
+    for scope in ("total", "current"):  # a step cut short counts as not started
+        progress[scope] = dict.fromkeys(progress[scope], convert(progress[scope]["completed"]))
     state = loop["epoch_loop.state_dict"]
     state["_batches_that_stepped"] = convert(state.get("_batches_that_stepped", 0))
     auto = "epoch_loop.automatic_optimization.optim_progress"

@@ -122,12 +122,25 @@ def run_hydra(task_path: str, args: list[str]) -> None:
     from aesweep.config import register
 
     register()
+    register_launcher()
     module, name = task_path.split(":")
     task = getattr(importlib.import_module(module), name)
     sys.argv = [sys.argv[0], *args]
     hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="train")(
         task
     )()
+
+
+def register_launcher() -> None:
+    """aesweep's SLURM launcher (hydra/launcher=submitit_slurm), by Hydra's own API: its
+    plugin scan does not see packages of an editable install."""
+    try:
+        from hydra_plugins.aesweep_submitit.launcher import SlurmLauncher
+    except ImportError:  # no `launchers` extra
+        return
+    from hydra.core.plugins import Plugins
+
+    Plugins.instance().register(SlurmLauncher)
 
 
 def hydra_arguments(rest: list[str]) -> Any:

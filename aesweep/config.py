@@ -14,6 +14,7 @@ import os
 import secrets
 import tempfile
 import typing
+import warnings
 from dataclasses import dataclass, field, is_dataclass
 from enum import Enum, StrEnum
 from pathlib import Path
@@ -89,6 +90,7 @@ class TrainConfig:
     cuda_graph: bool = True
     select: Select = Select.last  # best: the weights of the best validation (val_mse)
     patience: int | None = None  # stop after this many validations without a better one
+    probe: bool = True  # linear probe and 5-NN on the codes, where the data have labels
     matmul_precision: MatmulPrecision = MatmulPrecision.highest
     scheduler: Any = None  # null or a config with _target_ (OmegaConf cannot merge into an
     # Optional[Dict] that is null)
@@ -126,8 +128,18 @@ def register() -> None:
     from hydra.core.config_store import ConfigStore
 
     ConfigStore.instance().store(name="aesweep_schema", node=TrainConfig)
+    quiet_launcher_schema()
     if not OmegaConf.has_resolver("aesweep_uid"):
         OmegaConf.register_new_resolver("aesweep_uid", lambda: secrets.token_hex(3), use_cache=True)
+
+
+def quiet_launcher_schema() -> None:
+    """configs/hydra/launcher/submitit_slurm.yaml sets aesweep's launcher class and requeue
+    default on top of submitit's schema of the same name (Hydra matches them by name; the
+    warning calls it deprecated, yet Hydra 1.3 does it and no other way keeps the name)."""
+    warnings.filterwarnings(
+        "ignore", message=r"\s*'hydra/launcher/submitit_slurm' is validated against ConfigStore"
+    )
 
 
 def expected(key: str) -> str:
@@ -315,6 +327,8 @@ def validate_launcher(launcher: DictConfig) -> None:
         for key in ("timeout_min", "cpus_per_task", "tasks_per_node", "nodes"):
             if key in launcher and launcher[key] is not None:
                 _check_int(f"hydra.launcher.{key}", launcher[key], 1)
+        if "max_num_timeout" in launcher:
+            _check_int("hydra.launcher.max_num_timeout", launcher.max_num_timeout, 0)
 
 
 def is_remote(launcher: DictConfig) -> bool:

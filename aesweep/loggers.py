@@ -7,11 +7,13 @@ their logger is chosen: the default CSV logger costs nothing extra.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from aesweep.config import ConfigError, job_settings
@@ -62,14 +64,16 @@ def job_names(run_dir: Path) -> tuple[str, str]:
     return DEFAULT_EXPERIMENT, run_dir.name
 
 
-def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Any]:
-    """The configured Lightning loggers; null save_dir, names and relative SQLite paths are
-    filled in from the run folder and the folder aesweep was started in."""
+def build_loggers(cfg: DictConfig, run_dir: Path, failed: dict[str, str]) -> list[Any]:
+    """The configured Lightning loggers, each opened here (its run created): one that cannot
+    open is left out, with its reason in `failed`, and training goes on with the others.
+    Null save_dir, names and relative SQLite paths are filled in from the run folder and the
+    folder aesweep was started in."""
     from hydra.utils import instantiate
 
     experiment, run = job_names(run_dir)
     loggers = []
-    for conf in (cfg.get("logger") or {}).values():
+    for key, conf in (cfg.get("logger") or {}).items():
         fill: dict[str, Any] = {}
         if conf.get("save_dir", "") is None:
             fill["save_dir"] = str(run_dir)
@@ -81,8 +85,54 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Any]:
             fill["tracking_uri"] = sqlite_uri(str(conf.tracking_uri), Path.cwd())
             if "artifact_location" not in conf:
                 fill["artifact_location"] = _artifact_location(fill["tracking_uri"])
-        loggers.append(instantiate(conf, **fill))
+        try:
+            logger = instantiate(conf, **fill)
+            _ = logger.experiment  # MLflow: connects, creates the run
+        except Exception as e:
+            failed[str(key)] = _reason(e)
+            print(f"aesweep: logger {key} failed, training goes on without it: {_reason(e)}")
+            continue
+        loggers.append(logger)
     return loggers
+
+
+def _reason(e: BaseException) -> str:
+    return f"{type(e).__name__}: {' '.join(str(e).split())}"[:300]
+
+
+def prepare_stores(cfg: DictConfig, experiment: str) -> None:
+    """Create each MLflow store (its schema) and the sweep's experiment once, before any job
+    starts: parallel jobs then only add runs. Each job on a fresh store would migrate the
+    schema and create the experiment at once, and all but one would fail. SQLite stores are
+    switched to WAL, so that readers never wait for the one writer."""
+    for conf in (cfg.get("logger") or {}).values():
+        target = str(conf.get("_target_", ""))
+        if not target.endswith("MLFlowLogger") or not conf.get("tracking_uri"):
+            continue
+        from mlflow import MlflowClient
+
+        uri = sqlite_uri(str(conf.tracking_uri), Path.cwd())
+        client = MlflowClient(tracking_uri=uri)  # a SQLite store is created and migrated here
+        if uri.startswith("sqlite:///"):
+            import sqlite3
+
+            with contextlib.closing(sqlite3.connect(uri.removeprefix("sqlite:///"))) as db:
+                db.execute("PRAGMA journal_mode=WAL")
+        name = conf.get("experiment_name") or experiment
+        if client.get_experiment_by_name(name) is None:
+            location = conf.get("artifact_location", _artifact_location(uri))
+            client.create_experiment(name, artifact_location=location)
+
+
+class SharedStores(Callback):
+    """Hydra callback: before a multirun's jobs start, in the submitting process, create the
+    stores they share (prepare_stores)."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            prepare_stores(config, Path(str(config.hydra.sweep.dir)).name)
+        except Exception as e:  # each job then tries on its own, and trains either way
+            print(f"aesweep: could not prepare the loggers' store: {_reason(e)}")
 
 
 def _artifact_location(tracking_uri: str) -> str | None:
@@ -105,10 +155,13 @@ def job_parameters() -> dict[str, str]:
     return {f"overrides/{k}": v for k, v in settings.items()}
 
 
-def log_results(loggers: list[Any], metrics: dict[str, Any], step: int) -> None:
+def log_results(
+    loggers: list[Any], metrics: dict[str, Any], step: int, failed: dict[str, str]
+) -> None:
     """Send the run's final metrics (result.json's numbers: test_sse, pca_test_sse, ...) and
     its overrides to every logger but the CSV one, whose metrics.csv keeps its shape
-    (result.json holds these for it)."""
+    (result.json holds these for it). A logger that fails here costs the run nothing: its
+    reason goes into `failed` (MLFlowLogger as mlflow)."""
     from pytorch_lightning.loggers import CSVLogger
 
     numbers = {
@@ -120,7 +173,10 @@ def log_results(loggers: list[Any], metrics: dict[str, Any], step: int) -> None:
     for logger in loggers:
         if isinstance(logger, CSVLogger):
             continue
-        if params:
-            logger.log_hyperparams(params)
-        logger.log_metrics(numbers, step)
-        logger.finalize("success")
+        try:
+            if params:
+                logger.log_hyperparams(params)
+            logger.log_metrics(numbers, step)
+            logger.finalize("success")
+        except Exception as e:
+            failed[type(logger).__name__.removesuffix("Logger").lower()] = _reason(e)

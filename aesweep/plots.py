@@ -82,3 +82,63 @@ def draw_latent(codes: Any, labels: Any) -> Figure:
     ax.legend(title="digit", markerscale=3, fontsize=8, loc="best")
     fig.tight_layout()
     return fig
+
+
+def draw_manifold(images: Any, z0: Any, z1: Any, image_shape: Sequence[int]) -> Figure:
+    """What a 2-number code's decoder draws: images (n0 * n1, d), row by row, decoded at
+    (z0[j], z1[i]) for row i (top: z1[0]) and column j, on axes in code units."""
+    z0, z1 = np.asarray(z0), np.asarray(z1)
+    images = np.asarray(images).reshape(len(z1), len(z0), -1)
+    grid = digit_grid(list(images), image_shape)
+    half0, half1 = (z0[-1] - z0[0]) / (2 * (len(z0) - 1)), (z1[0] - z1[-1]) / (2 * (len(z1) - 1))
+    fig = Figure(figsize=(7, 7), dpi=DPI)
+    ax = fig.add_subplot()
+    extent = (z0[0] - half0, z0[-1] + half0, z1[-1] - half1, z1[0] + half1)
+    ax.imshow(grid, cmap="gray", vmin=0, vmax=1, extent=extent, aspect="auto")
+    ax.set(xlabel="z[0]", ylabel="z[1]", title="Decoder output across the test codes' range")
+    fig.tight_layout()
+    return fig
+
+
+PROBES = (("probe_acc", "o-", "linear probe"), ("knn_acc", "o--", "5-NN"))
+
+
+def draw_accuracy_vs_dim(curves: Sequence[tuple[str, Any]], seeds: int = 1) -> Figure:
+    """Test accuracy of the linear probe (solid) and 5-NN (dashed) on the AE's codes and on
+    PCA's (black) against k; `curves`: (label, table with dim_z and the accuracy columns of
+    aesweep/probe.py, each with _min and _max over seeds) per AE curve."""
+    fig = Figure(figsize=(7, 4.8), dpi=DPI)
+    ax = fig.add_subplot()
+    pca_drawn: list[tuple] = []
+    for label, rows in curves:
+        rows = rows.sort_values("dim_z")
+        color = None
+        for column, style, name in PROBES:
+            line = ax.plot(rows["dim_z"], rows[column], style, color=color,
+                           label=f"AE {label} {name}".replace("  ", " "))[0]  # fmt: skip
+            color = line.get_color()
+            if seeds > 1:
+                ax.fill_between(rows["dim_z"], rows[f"{column}_min"], rows[f"{column}_max"],
+                                color=color, alpha=0.2)  # fmt: skip
+        pca = tuple(rows[["dim_z", "pca_probe_acc", "pca_knn_acc"]].itertuples(index=False))
+        if pca not in pca_drawn:
+            pca_drawn.append(pca)
+            first = len(pca_drawn) == 1
+            ax.plot(rows["dim_z"], rows["pca_probe_acc"], "s-", color="black", alpha=0.7,
+                    label="PCA linear probe" if first else None)  # fmt: skip
+            ax.plot(rows["dim_z"], rows["pca_knn_acc"], "s--", color="black", alpha=0.7,
+                    label="PCA 5-NN" if first else None)  # fmt: skip
+    band = f" (mean of {seeds} seeds, band: min-max)" if seeds > 1 else ""
+    dims = sorted({int(k) for _, rows in curves for k in rows["dim_z"]})
+    ax.set(
+        xscale="log",
+        xlabel="bottleneck size dim(z) (log scale)",
+        ylabel="test accuracy on the codes",
+        title=f"What the codes keep of the classes{band}",
+    )
+    ax.set_xticks(dims, [str(k) for k in dims])
+    ax.minorticks_off()
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

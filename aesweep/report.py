@@ -20,8 +20,9 @@ from matplotlib.figure import Figure
 
 from aesweep.config import NOT_JOB_SETTINGS, RESULT, job_settings
 from aesweep.io import save_figure, write_text
-from aesweep.plots import DPI, draw_montage
+from aesweep.plots import DPI, draw_accuracy_vs_dim, draw_montage
 
+ACCURACIES = ["probe_acc", "pca_probe_acc", "knn_acc", "pca_knn_acc"]  # aesweep/probe.py
 METRIC_COLUMNS = [
     "dim_z",
     "test_mse",
@@ -32,6 +33,7 @@ METRIC_COLUMNS = [
     "val_sse",
     "train_mse",
     "train_sse",
+    *ACCURACIES,
     "max_principal_angle_deg",
     "mean_sq_cos",
     "n_train",
@@ -61,6 +63,8 @@ DESCRIPTION_COLUMNS = [
     "seed",
     "input_dim",
     "component_abs_cos",
+    "requeued",
+    "failed_loggers",
     "run_dir",
 ]
 IGNORED_OVERRIDES = ("dim_z", *NOT_JOB_SETTINGS)
@@ -101,9 +105,11 @@ def collect(sweep_dir: Path) -> pd.DataFrame:
 
 def per_size(ok: pd.DataFrame) -> pd.DataFrame:
     """One row per curve and code size over its seeds: n_seeds, the mean test_sse with its
-    std, min and max, and PCA's (the same for every seed)."""
+    std, min and max, and PCA's (the same for every seed); each accuracy's mean, min, max."""
     keys = [*ok.attrs.get("settings", []), "dim_z"]
     grouped = ok.groupby(keys, sort=False, dropna=False)
+    spread = {f"{c}{s}": (c, s.lstrip("_") or "mean") for c in ACCURACIES if c in ok
+              for s in ("", "_min", "_max")}  # fmt: skip
     sizes = grouped.agg(
         n_seeds=("test_sse", "size"),
         test_sse=("test_sse", "mean"),
@@ -111,6 +117,7 @@ def per_size(ok: pd.DataFrame) -> pd.DataFrame:
         test_sse_min=("test_sse", "min"),
         test_sse_max=("test_sse", "max"),
         pca_test_sse=("pca_test_sse", "first"),
+        **spread,
     ).reset_index()
     sizes.attrs = ok.attrs
     return sizes
@@ -224,6 +231,9 @@ def write_report(sweep_dir: Path) -> pd.DataFrame:
     write_text(csv, sweep_dir / "loss_vs_dim.csv")
     if (table["status"] == "ok").any():
         save_figure(draw_loss_vs_dim(table), sweep_dir / "loss_vs_dim.png")
+    accuracy = accuracy_figure(table[table["status"] == "ok"])
+    if accuracy is not None:
+        save_figure(accuracy, sweep_dir / "accuracy_vs_dim.png")
     groups = combinations(table)
     montages = []
     for label, rows in groups:
@@ -236,6 +246,22 @@ def write_report(sweep_dir: Path) -> pd.DataFrame:
             montages.append((label, name))
     write_text(markdown_report(sweep_dir, table, montages), sweep_dir / "report.md")
     return table
+
+
+def probed(ok: pd.DataFrame) -> pd.DataFrame:
+    """The finished rows that carry every accuracy (runs with labels and probe=true)."""
+    if not set(ACCURACIES) <= set(ok):
+        return ok.iloc[:0]
+    return ok.dropna(subset=ACCURACIES)
+
+
+def accuracy_figure(ok: pd.DataFrame) -> Figure | None:
+    """accuracy_vs_dim.png: the probes' accuracy against k, AE and PCA; None if none probed."""
+    rows = probed(ok)
+    if not len(rows):
+        return None
+    sizes = per_size(rows)
+    return draw_accuracy_vs_dim(combinations(sizes), seeds=int(sizes["n_seeds"].max()))
 
 
 def sweep_command(sweep_dir: Path) -> str | None:
@@ -278,12 +304,13 @@ def markdown_report(sweep_dir: Path, table: pd.DataFrame, montages: list[tuple[s
         parts += ["Made by:", "", "```bash", command, "```", ""]
     seeds = ["seed"] if "seed" in table and table["seed"].nunique() > 1 else []
     shown = [*settings, "dim_z", *seeds, "test_sse", "pca_test_sse", "test_mse", "pca_test_mse",
-             "epochs", "seconds", "status"]  # fmt: skip
+             *ACCURACIES, "epochs", "seconds", "status"]  # fmt: skip
     parts += [
         "## Results",
         "",
         "Errors per test image (`*_sse`: sum of squared pixel errors, pixels in [0, 1]) and "
-        "per pixel (`*_mse`).",
+        "per pixel (`*_mse`). Test accuracy of a linear probe (`*probe_acc`) and of 5-NN "
+        "(`*knn_acc`) on the codes of the AE and of PCA (`pca_*`).",
         "",
         markdown_table(table[[c for c in shown if c in table]]),
         "",
@@ -293,12 +320,18 @@ def markdown_report(sweep_dir: Path, table: pd.DataFrame, montages: list[tuple[s
     for label, name in montages:
         parts += [f"### Reconstructions {label}".rstrip(), "", f"![reconstructions]({name})", ""]
     parts += against_pca(table[table["status"] == "ok"], settings)
+    parts += what_codes_keep(table[table["status"] == "ok"], sweep_dir)
     parts += ["## Runs", ""]
     for _, row in table.iterrows():
         folder = Path(str(row["run_dir"]))
-        files = ("reconstructions.png", "latent.png", "pca_components.png", "result.json")
+        files = ("reconstructions.png", "latent.png", "manifold.png", "pca_components.png",
+                 "result.json")  # fmt: skip
         links = [f"[{f}]({folder.name}/{f})" for f in files if (folder / f).is_file()]
-        parts.append(f"- [{folder.name}]({folder.name}/) ({row['status']}): " + ", ".join(links))
+        failed = row.get("failed_loggers")
+        failed = failed if isinstance(failed, dict) else {}
+        notes = [f"logger {k} failed: {v}" for k, v in failed.items()]
+        parts.append(f"- [{folder.name}]({folder.name}/) ({row['status']}): "
+                     + "; ".join([", ".join(links), *notes]))  # fmt: skip
     return "\n".join(parts) + "\n"
 
 
@@ -343,6 +376,37 @@ def against_pca(ok: pd.DataFrame, settings: list[str]) -> list[str]:
     ]
 
 
+def what_codes_keep(ok: pd.DataFrame, sweep_dir: Path) -> list[str]:
+    """report.md's probe section: the figure, and where the AE's codes separate the classes
+    better or worse than PCA's (linear probe, mean over seeds; within 0.01 is a tie)."""
+    rows = probed(ok)
+    if not len(rows):
+        return []
+    parts = ["## What the codes keep", ""]
+    if (sweep_dir / "accuracy_vs_dim.png").is_file():
+        parts += ["![test accuracy on the codes vs dim(z)](accuracy_vs_dim.png)", ""]
+    every = per_size(rows)
+    if every["n_seeds"].max() > 1:  # mean and spread over seeds, as for the error
+        spread = [f"{c}{s}" for c in ACCURACIES for s in ("", "_min", "_max")]
+        shown = [*every.attrs.get("settings", []), "dim_z", "n_seeds", *spread]
+        parts += [markdown_table(every[shown]), ""]
+    for label, sizes in combinations(every):
+        gap = (sizes["probe_acc"] - sizes["pca_probe_acc"]).to_numpy()
+        masks = (gap > 0.01, gap < -0.01, np.abs(gap) <= 0.01)
+        better, worse, same = (listed(sizes["dim_z"][m]) for m in masks)
+        parts.append(
+            f"Linear probe{f' ({label})' if label else ''}: the AE's codes separate the classes "
+            f"better than PCA's at k = {better}, worse at k = {worse}, as well (within 0.01) "
+            f"at k = {same}."
+        )
+    return [*parts, ""]
+
+
+def listed(dims: pd.Series) -> str:
+    """'256, 32, 2' (descending), or 'none'."""
+    return ", ".join(str(k) for k in sorted(dims, reverse=True)) or "none"
+
+
 def format_table(table: pd.DataFrame) -> str:
     """The compact table printed at the end of a sweep."""
     columns = [
@@ -352,6 +416,8 @@ def format_table(table: pd.DataFrame) -> str:
         "test_sse",
         "pca_test_sse",
         "test_mse",
+        "probe_acc",
+        "pca_probe_acc",
         "epochs",
         "seconds",
         "status",
@@ -431,15 +497,21 @@ def duration(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds < 6000 else f"{seconds / 3600:.1f} h"
 
 
-def progress_line(done: int, total: int | None, elapsed: float, job: str, result: Any) -> str:
-    """`[3/9 done, ~42 s left] dim_z=32: test_sse=8.555 (PCA 13.297)`; the time left assumes
-    the jobs still to run take as long as the finished ones did on average."""
+def progress_head(done: int, total: int | None, elapsed: float) -> str:
+    """`[3/9 done, ~42 s left]`: the time left assumes the jobs still to run take as long as
+    the finished ones did on average."""
     if total is None:
-        head = f"[{done} done]"
-    elif done < total:
-        head = f"[{done}/{total} done, ~{duration(elapsed / done * (total - done))} left]"
-    else:
-        head = f"[{done}/{total} done in {duration(elapsed)}]"
+        return f"[{done} done]"
+    if done == 0:
+        return f"[0/{total} done]"
+    if done < total:
+        return f"[{done}/{total} done, ~{duration(elapsed / done * (total - done))} left]"
+    return f"[{done}/{total} done in {duration(elapsed)}]"
+
+
+def progress_line(done: int, total: int | None, elapsed: float, job: str, result: Any) -> str:
+    """`[3/9 done, ~42 s left] dim_z=32: test_sse=8.555 (PCA 13.297)`."""
+    head = progress_head(done, total, elapsed)
     if not isinstance(result, dict):
         return f"{head} {job}: failed: {result}"
     if result.get("status") != "ok":

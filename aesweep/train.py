@@ -28,7 +28,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.accelerators import CPUAccelerator
 from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from pytorch_lightning.callbacks.early_stopping import EarlyStoppingReason
@@ -50,8 +50,16 @@ from aesweep.io import save_figure, write_json
 from aesweep.loggers import build_loggers, log_results
 from aesweep.model import AutoEncoder, DivergenceError, score
 from aesweep.pca import PCAFit, compare_subspaces, pca_of
-from aesweep.plots import draw_components, draw_latent, draw_montage
+from aesweep.plots import draw_components, draw_latent, draw_manifold, draw_montage
+from aesweep.probe import code_plane, probe_codes
 from aesweep.progress import plain_progress
+from aesweep.requeue import (
+    StopOnTimeLimit,
+    cluster_plugins,
+    is_own_folder,
+    slurm_job_id,
+    times_requeued,
+)
 
 
 @contextlib.contextmanager
@@ -82,10 +90,12 @@ def quiet_lightning() -> Iterator[None]:
 
 
 class Interrupted(Exception):
-    """Training stopped on SIGINT or SIGTERM after saving its checkpoint."""
+    """Training stopped on SIGINT, SIGTERM or SLURM's time-limit warning (SIGUSR2) after
+    saving its checkpoint."""
 
     def __init__(self, signame: str) -> None:
-        super().__init__(f"interrupted by {signame}; continue with resume=<this run folder>")
+        why = "time limit near (SIGUSR2)" if signame == "SIGUSR2" else f"interrupted by {signame}"
+        super().__init__(f"{why}; continue with resume=<this run folder>")
         self.exit_code = 128 + getattr(signal, signame)
 
 
@@ -321,15 +331,18 @@ def checkpointing(cfg: DictConfig, run_dir: Path) -> list[Callback]:
     return callbacks
 
 
-def build_trainer(cfg: DictConfig, run_dir: Path) -> pl.Trainer:
+def build_trainer(
+    cfg: DictConfig, run_dir: Path, time_limit: StopOnTimeLimit, failed_loggers: dict[str, str]
+) -> pl.Trainer:
     """The configured Trainer with the chosen loggers (by default metrics.csv) and the
     checkpoints in the run folder."""
+    plugins = [*cluster_plugins(), RunFolderCheckpointIO()]
     trainer = instantiate(
         cfg.trainer,
         default_root_dir=str(run_dir),
-        logger=build_loggers(cfg, run_dir) or False,
-        callbacks=[*checkpointing(cfg, run_dir), *plain_progress(cfg.trainer)],
-        plugins=[RunFolderCheckpointIO()],
+        logger=build_loggers(cfg, run_dir, failed_loggers) or False,
+        callbacks=[*checkpointing(cfg, run_dir), time_limit, *plain_progress(cfg.trainer)],
+        **({} if "plugins" in cfg.trainer else {"plugins": plugins}),
     )
     if isinstance(trainer.accelerator, CPUAccelerator):
         # Lightning sets this at import so that CUDA checks never initialise CUDA before a
@@ -353,8 +366,11 @@ class Stopwatch:
         return self.timings[phase]
 
 
-def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+def train(
+    cfg: DictConfig, run_dir: Path, time_limit: StopOnTimeLimit | None = None
+) -> dict[str, Any]:
     """Fit one autoencoder and write its artefacts; returns the metrics of the contract."""
+    time_limit = time_limit or StopOnTimeLimit()
     clock = Stopwatch()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.set_float32_matmul_precision(str(cfg.matmul_precision))  # "high": TF32 on GPUs
@@ -370,9 +386,10 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     ckpt_path = checkpoint_to_continue(cfg, run_dir)
     if ckpt_path is not None:  # again here: a cluster node may read another file system
         check_shapes(ckpt_path, read_checkpoint(ckpt_path), shapes_of(cfg, splits.input_dim))
-    trainer = build_trainer(cfg, run_dir)
+    failed_loggers: dict[str, str] = {}  # logger -> why it failed; the run goes on without it
+    trainer = build_trainer(cfg, run_dir, time_limit, failed_loggers)
     clock.lap("build")
-    fit(trainer, model, datamodule, ckpt_path)
+    fit(trainer, model, datamodule, ckpt_path, time_limit)
     seconds = clock.lap("fit")
     best_epoch = keep_selected(trainer, model)
 
@@ -398,25 +415,32 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
     }
     model.eval()
+    if trainer.is_global_zero and cfg.probe:
+        metrics.update(probe_codes(model.cpu().encode, splits, pca, cfg.dim_z))
+    clock.lap("probe")
     if trainer.is_global_zero:
         metrics.update(write_artefacts(model, splits, pca, cfg, run_dir))
     clock.lap("artefacts")
     if trainer.is_global_zero:
-        log_results(trainer.loggers, metrics, trainer.global_step)
-    return {**metrics, "timings": clock.timings}
+        log_results(trainer.loggers, metrics, trainer.global_step, failed_loggers)
+    return {**metrics, "failed_loggers": failed_loggers or None, "timings": clock.timings}
 
 
 def fit(
-    trainer: pl.Trainer, model: AutoEncoder, datamodule: TensorDataModule, ckpt_path: Path | None
+    trainer: pl.Trainer,
+    model: AutoEncoder,
+    datamodule: TensorDataModule,
+    ckpt_path: Path | None,
+    time_limit: StopOnTimeLimit,
 ) -> None:
-    """trainer.fit; a user's stop (Ctrl-C, SIGTERM) becomes Interrupted, a validation error
-    that is not finite a divergence."""
+    """trainer.fit; a stop (Ctrl-C, SIGTERM, SLURM's time-limit warning) becomes Interrupted,
+    a validation error that is not finite a divergence."""
     last = next(c for c in trainer.checkpoint_callbacks if isinstance(c, LastCheckpoint))
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     except SystemExit:
         if last.signame:
-            raise Interrupted(last.signame) from None
+            raise Interrupted("SIGUSR2" if time_limit.warned else last.signame) from None
         raise
     if trainer.interrupted:
         raise Interrupted(last.signame or "SIGINT")
@@ -460,6 +484,9 @@ def write_artefacts(
     if cfg.dim_z <= 2:
         codes = model.encode(splits.test_x)
         save_figure(draw_latent(codes, splits.test_y), run_dir / "latent.png")
+    if cfg.dim_z == 2 and splits.image_shape:  # labels or not; vectors draw no images
+        plane = code_plane(model.decode, model.encode(splits.test_x))
+        save_figure(draw_manifold(*plane, splits.image_shape), run_dir / "manifold.png")
     if is_linear(cfg):
         decoder = model.decoder[-1].weight  # (d, k): its columns span the decoded subspace
         comparison, recovered = compare_subspaces(decoder, pca, splits.train_x - pca.mean)
@@ -542,7 +569,12 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
         with quiet_lightning():
             return train(cfg, run_dir)
 
-    previous = read_result(run_dir) if cfg.resume is not None else None
+    previous = read_result(run_dir)
+    if is_own_folder(previous):  # requeued by SLURM: this job's own run, continued
+        with open_dict(cfg):
+            cfg.resume = str(run_dir)
+    elif cfg.resume is None:
+        previous = None
     if (
         previous
         and previous.get("status") == "ok"
@@ -551,17 +583,20 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
         print(f"already finished, kept: {run_dir}")
         return previous
 
+    base.update(slurm_job=slurm_job_id(), requeued=times_requeued())
     write_json({**base, "status": "running", "error": None}, run_dir / RESULT)
+    time_limit = StopOnTimeLimit()
     try:
         check_machine(cfg.trainer)  # again here: a cluster node may differ from the submitter
         with quiet_lightning():
-            result = {**base, **train(cfg, run_dir), "status": "ok", "error": None}
+            result = {**base, **train(cfg, run_dir, time_limit), "status": "ok", "error": None}
     except (Interrupted, KeyboardInterrupt) as e:
         interrupted = e if isinstance(e, Interrupted) else Interrupted("SIGINT")
         write_json(
             {**base, "status": "interrupted", "error": one_line(interrupted)}, run_dir / RESULT
         )
         print(f"aesweep: {one_line(interrupted)}\nrun folder: {run_dir}", file=sys.stderr)
+        time_limit.hand_over()  # submitit requeues the job (and exits) or says why not
         raise SystemExit(interrupted.exit_code) from None
     except Exception as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":

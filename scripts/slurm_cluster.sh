@@ -5,12 +5,17 @@
 # Every config, pid file, log, socket and spool lives under $AESWEEP_SLURM_DIR
 # (default /tmp/aesweep-slurm); nothing under /etc is written. Client commands find the
 # cluster through SLURM_CONF, which `start` prints as an export line.
+# The daemons run as root and trust that folder's munge key: `start` creates it itself (mode
+# 0700, a marker file, a fresh munge key and database password) and refuses a folder it did
+# not create or that others can write.
 set -euo pipefail
+umask 077
 
 DIR=${AESWEEP_SLURM_DIR:-/tmp/aesweep-slurm}
 CONF=$DIR/slurm.conf
 DB_PORT=${AESWEEP_SLURM_DB_PORT:-3307}  # not 3306: leave any MariaDB of the host alone
 CTLD_PORT=${AESWEEP_SLURM_PORT:-6817}   # slurmctld; slurmd and slurmdbd use the next two
+CRED_EXPIRE=${AESWEEP_SLURM_CRED_EXPIRE:-10}  # s a requeued job is held (SLURM's default: 120)
 PACKAGES=(slurm-wlm slurmdbd munge mariadb-server)
 DAEMONS=(munged mariadbd slurmdbd slurmctld slurmd)  # start order; stop runs it backwards
 
@@ -39,6 +44,26 @@ wait_until() {  # wait_until SECONDS WHAT COMMAND...: poll every 0.2 s
 
 LAST_LOG=
 last_log() { echo "${LAST_LOG:-$DIR/log}"; }
+
+MARKER=.aesweep-slurm  # written by `start` into the state folder it created
+
+claim_state_dir() {  # create $DIR (0700) or accept it only if this script made it for us
+    if mkdir -m 0700 "$DIR" 2>/dev/null; then
+        : >"$DIR/$MARKER"
+        dd if=/dev/urandom of="$DIR/munge.key" bs=1024 count=1 status=none  # fresh per folder
+        chmod 400 "$DIR/munge.key"
+        head -c 18 /dev/urandom | base64 | tr '+/' '-_' >"$DIR/db.password"
+        return 0
+    fi
+    [[ -d $DIR && ! -L $DIR ]] || fail "$DIR exists and is not a folder (set AESWEEP_SLURM_DIR)"
+    local owner mode
+    read -r owner mode < <(stat -c '%u %a' "$DIR")
+    ((owner == EUID)) || fail "$DIR belongs to uid $owner, not to us: refusing it" \
+        "(remove it, or set AESWEEP_SLURM_DIR)"
+    (((8#$mode & 8#022) == 0)) || fail "$DIR is writable by others (mode $mode): refusing it"
+    [[ -f $DIR/$MARKER && ! -L $DIR/$MARKER && -s $DIR/munge.key && -s $DIR/db.password ]] ||
+        fail "$DIR was not created by this script: refusing it (remove it, or set AESWEEP_SLURM_DIR)"
+}
 
 install_packages() {
     local missing=() p
@@ -70,9 +95,6 @@ write_configs() {
     cpus=$(nproc)
     mem_mb=$(awk '/MemTotal/ {print int($2 / 1024 * 0.9)}' /proc/meminfo)  # 10% for the OS
     mkdir -p "$DIR"/{run,log,spool/ctld,spool/d,mysql}
-    [[ -s $DIR/munge.key ]] ||
-        { dd if=/dev/urandom of="$DIR/munge.key" bs=1024 count=1 status=none &&
-            chmod 400 "$DIR/munge.key"; }
     # GPUs as gres: the real /dev/nvidia* where there are some, else $AESWEEP_SLURM_GPUS
     # placeholder files, so that SLURM's per-job binding (CUDA_VISIBLE_DEVICES) can be tested.
     echo "AutoDetect=off" >"$DIR/gres.conf"
@@ -99,7 +121,8 @@ SlurmdPort=$((CTLD_PORT + 1))
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
-AuthInfo=socket=$DIR/run/munge.socket
+# cred_expire: also how long a requeued job waits before it may start again (default 120 s)
+AuthInfo=socket=$DIR/run/munge.socket,cred_expire=$CRED_EXPIRE
 CredType=cred/munge
 StateSaveLocation=$DIR/spool/ctld
 SlurmdSpoolDir=$DIR/spool/d
@@ -127,7 +150,7 @@ ReturnToService=2
 SlurmdParameters=config_overrides
 SlurmctldTimeout=30
 SlurmdTimeout=30
-KillWait=5
+KillWait=10
 MinJobAge=300
 NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb$gres State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
@@ -145,7 +168,7 @@ StorageType=accounting_storage/mysql
 StorageHost=127.0.0.1
 StoragePort=$DB_PORT
 StorageUser=slurm
-StoragePass=aesweep
+StoragePass=$(<"$DIR/db.password")
 StorageLoc=slurm_acct_db
 EOF
     chmod 600 "$DIR/slurmdbd.conf"  # slurmdbd refuses a readable one (it holds a password)
@@ -176,9 +199,11 @@ start_mariadb() {
     fi
     setsid mariadbd --defaults-file="$DIR/my.cnf" </dev/null >>"$DIR/log/mariadb.log" 2>&1 &
     wait_until 60 "MariaDB did not start" mysql_ready
+    local password
+    password=$(<"$DIR/db.password")
     mariadb --socket="$DIR/run/mysqld.sock" -e "
-        CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY 'aesweep';
-        CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY 'aesweep';
+        CREATE OR REPLACE USER 'slurm'@'127.0.0.1' IDENTIFIED BY '$password';
+        CREATE OR REPLACE USER 'slurm'@'localhost' IDENTIFIED BY '$password';
         GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';
         GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost';" ||
         fail "could not create MariaDB user slurm (log: $LAST_LOG)"
@@ -187,6 +212,7 @@ start_mariadb() {
 node_idle() { sinfo -h -N -o %T | grep -qx idle; }
 
 start() {
+    claim_state_dir
     mkdir -p "$DIR/log" 2>/dev/null || fail "cannot create $DIR/log (set AESWEEP_SLURM_DIR)"
     install_packages
     write_configs
@@ -241,8 +267,16 @@ start() {
     echo "export SLURM_CONF=$CONF"
 }
 
-stop() {  # TERM to every daemon at once (SIGKILL after 10 s), then wait for them all
+stop() {  # cancel the jobs, then TERM every daemon at once (SIGKILL after 10 s) and wait
     local name pid i stopped=()
+    [[ -d $DIR ]] || return 0
+    if pid_of slurmctld >/dev/null; then  # jobs end first: no slurmstepd or job outlives us
+        SLURM_CONF=$CONF scancel --full "--user=$(id -un)" 2>/dev/null || true
+        for _ in $(seq 100); do
+            [[ -z $(SLURM_CONF=$CONF squeue -h -t running,completing -o %i 2>/dev/null) ]] && break
+            sleep 0.2
+        done
+    fi
     for ((i = ${#DAEMONS[@]} - 1; i >= 0; i--)); do
         name=${DAEMONS[i]}
         pid=$(pid_of "$name") || continue
@@ -254,6 +288,11 @@ stop() {  # TERM to every daemon at once (SIGKILL after 10 s), then wait for the
         kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
         rm -f "$DIR/run/${name%%:*}.pid"
         echo "stopped ${name%%:*} ($pid)"
+    done
+    for pid in $(pgrep -x slurmstepd || true); do  # a step of ours that outlived its job
+        if tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "SLURM_CONF=$CONF"; then
+            kill -KILL "$pid" 2>/dev/null && echo "stopped slurmstepd ($pid)"
+        fi
     done
 }
 

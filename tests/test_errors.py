@@ -42,6 +42,7 @@ BAD_INPUT = [
         "data.root=/etc/passwd is invalid: must be a folder",
     ),
     (["train", "model.center=maybe"], "model.center=maybe is invalid: must be true or false"),
+    (["train", "probe=maybe"], "probe=maybe is invalid: must be true or false"),
     (
         ["train", "trainer.devices=many"],
         "trainer.devices=many is invalid: must be auto, -1, a positive",
@@ -102,6 +103,16 @@ BAD_INPUT = [
         ["train", "-m", "dim_z=8", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=0"],
         "hydra.launcher.timeout_min=0 is invalid: must be an integer >= 1",
     ),
+    (
+        [
+            "train",
+            "-m",
+            "dim_z=8",
+            "hydra/launcher=submitit_slurm",
+            "hydra.launcher.max_num_timeout=-1",
+        ],
+        "hydra.launcher.max_num_timeout=-1 is invalid: must be an integer >= 0",
+    ),  # fmt: skip
     (
         ["train", "hydra.run.dir=/proc/aesweep"],
         "hydra.run.dir=/proc/aesweep is invalid: cannot write",

@@ -10,7 +10,7 @@ import torch
 
 from aesweep.data import Splits
 from aesweep.pca import fit_pca
-from aesweep.report import collect, draw_loss_vs_dim
+from aesweep.report import accuracy_figure, collect, draw_loss_vs_dim
 from aesweep.train import build_model
 from tests.conftest import SMOKE, composed, result_of
 
@@ -88,6 +88,10 @@ def test_a_sweep_over_seeds_reports_mean_and_spread(aesweep, tmp_path: Path) -> 
     ax = draw_loss_vs_dim(collect(sweep)).axes[0]
     assert [line.get_label() for line in ax.lines][0] == "AE (mean of 2 seeds, band: min-max)"
     assert len(ax.collections) == 1  # the band
+    accuracy = accuracy_figure(collect(sweep)).axes[0]  # the probes: mean and spread too
+    assert "mean of 2 seeds, band: min-max" in accuracy.get_title()
+    assert len(accuracy.collections) == 2  # linear probe and 5-NN bands
+    assert "| dim_z | n_seeds | probe_acc | probe_acc_min | probe_acc_max |" in report
 
 
 def test_sweep_seeds_must_be_distinct(aesweep) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import subprocess
 import sys
@@ -219,3 +221,77 @@ def test_two_sweeps_started_in_the_same_second_never_share_a_folder(
     assert len(folders) == 2 and all(f.name.startswith("2026-01-02_03-04-05-") for f in folders)
     for folder in folders:
         assert len(pd.read_csv(folder / "loss_vs_dim.csv")) == 1
+
+
+def test_a_slurm_job_warned_of_its_time_limit_is_requeued_and_continues_exactly(
+    aesweep, tmp_path: Path, monkeypatch
+) -> None:
+    """SLURM's warning (USR2) stops training at the end of the step with last.ckpt saved,
+    then goes to submitit's handler (here a stand-in), which requeues the job; the requeued
+    job, the same SLURM job in the same folder, continues: the run of an uninterrupted job."""
+    from aesweep.cli import run_hydra
+    from aesweep.model import AutoEncoder
+
+    args = ["dim_z=8", "trainer=smoke", "data.subset=500", "trainer.max_epochs=3",
+            "data.batch_size=128", "steps_per_call=1"]  # fmt: skip
+    assert aesweep("train", *args, "hydra.run.dir=whole").code == 0
+    requeued = []
+
+    def submitit_handler(signum, frame):  # submitit's: requeue the job, then exit
+        requeued.append(signum)
+        sys.exit(-1)
+
+    train_step = AutoEncoder.training_step
+
+    def warned_at_step_6(self, batch, batch_idx):  # 4 steps an epoch: inside the second
+        if self.global_step == 6:
+            os.kill(os.getpid(), signal.SIGUSR2)
+        return train_step(self, batch, batch_idx)
+
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    monkeypatch.setattr(AutoEncoder, "training_step", warned_at_step_6)
+    previous = signal.signal(signal.SIGUSR2, submitit_handler)
+    try:
+        assert aesweep("train", *args, "hydra.run.dir=split").code == -1
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    monkeypatch.setattr(AutoEncoder, "training_step", train_step)
+    assert requeued == [signal.SIGUSR2]
+    stopped = json.loads((tmp_path / "split" / "result.json").read_text())
+    assert stopped["status"] == "interrupted" and "time limit near" in stopped["error"]
+    ckpt = torch.load(tmp_path / "split/checkpoints/last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == 7  # the step under way when the warning came, finished
+
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")  # SLURM starts the job again; submitit
+    run_hydra("aesweep.train:run_job", [*args, "hydra.run.dir=split"])  # runs the Hydra task
+    whole, split = (
+        json.loads((tmp_path / r / "result.json").read_text()) for r in ("whole", "split")
+    )
+    assert split["status"] == "ok" and split["requeued"] == 1 and split["slurm_job"] == "42"
+    assert split["resumed_from"] == str(tmp_path / "split" / "checkpoints" / "last.ckpt")
+    assert whole["steps"] == split["steps"] == 12
+    for metric in ("train_sse", "val_sse", "test_sse"):  # same batches, same updates
+        assert split[metric] == whole[metric], metric
+
+
+def test_a_warning_that_came_while_the_job_was_starting_stops_it_at_its_first_step(
+    aesweep, tmp_path: Path, monkeypatch
+) -> None:
+    """SLURM may warn a job before submitit's handler is there (aesweep.jobstart holds it):
+    training acts on it at once, checkpoints after one step and hands over to submitit."""
+    from aesweep.jobstart import HELD
+
+    requeued = []
+
+    def submitit_handler(signum, frame):
+        requeued.append(signum)
+        sys.exit(-1)
+
+    monkeypatch.setenv(HELD, "SIGUSR2")
+    previous = signal.signal(signal.SIGUSR2, submitit_handler)
+    try:
+        assert aesweep("train", "dim_z=8", *SMOKE, "steps_per_call=1", "hydra.run.dir=r").code == -1
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert requeued == [signal.SIGUSR2] and HELD not in os.environ
+    assert torch.load(tmp_path / "r/checkpoints/last.ckpt", weights_only=False)["global_step"] == 1

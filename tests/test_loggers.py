@@ -8,9 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from tests.conftest import SMOKE, result_of
+from tests.conftest import SMOKE, result_of, run_subprocess
 
 OPTIONAL = ("tensorboard", "mlflow", "sqlalchemy", "tensorboardX")
 
@@ -106,3 +107,40 @@ def test_an_unknown_logger_lists_the_choices(aesweep) -> None:
     assert outcome.lines == [
         "aesweep: error: logger=wandb is invalid: must be one of csv, mlflow, tensorboard"
     ]
+
+
+def test_four_parallel_jobs_share_one_fresh_mlflow_store(tmp_path: Path) -> None:
+    """The store and the sweep's experiment are created once, before the jobs start; jobs
+    that each migrated a fresh SQLite schema and created the experiment failed 7 of 8."""
+    pytest.importorskip("mlflow")
+    import mlflow
+
+    dims = [16, 8, 4, 2, 1, 3, 5, 6]
+    done = run_subprocess(
+        "sweep", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4", "logger=mlflow",
+        f"sweep.dims=[{','.join(map(str, dims))}]", "trainer=smoke", "data.subset=200",
+        "hydra.sweep.dir=sw",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = pd.read_csv(tmp_path / "sw" / "loss_vs_dim.csv")
+    assert sorted(rows["dim_z"]) == sorted(dims) and (rows["status"] == "ok").all()
+    assert rows["failed_loggers"].isna().all()
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'outputs' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("sw").experiment_id])
+    assert sorted(r.info.run_name for r in runs) == sorted(f"dim_z={k}" for k in dims)
+    assert {r.info.status for r in runs} == {"FINISHED"}
+
+
+def test_a_logger_that_cannot_open_costs_the_run_nothing(aesweep, tmp_path: Path) -> None:
+    pytest.importorskip("mlflow")
+    (tmp_path / "store.db").mkdir()  # not a database: SQLite cannot open it
+    outcome = aesweep(
+        "sweep", "sweep.dims=[4]", *SMOKE, "logger=[csv,mlflow]",
+        "logger.mlflow.tracking_uri=sqlite:///store.db", "hydra.sweep.dir=sw",
+    )  # fmt: skip
+    assert outcome.code == 0, outcome.err
+    result = result_of(tmp_path / "sw" / "dim_z=4")
+    assert result["status"] == "ok" and result["epochs"] == 2
+    assert "unable to open database file" in result["failed_loggers"]["mlflow"]
+    assert (tmp_path / "sw" / "dim_z=4" / "metrics.csv").is_file()  # the CSV logger went on
+    assert "logger mlflow failed: " in (tmp_path / "sw" / "report.md").read_text()

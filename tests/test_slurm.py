@@ -135,7 +135,9 @@ def test_scancel_then_resume_finishes_each_job_once(slurm_conf, tmp_path: Path) 
         out, _ = proc.communicate(timeout=180)
     finally:
         proc.kill()
-    assert proc.returncode != 0  # the launcher reports the cancelled job
+    assert proc.returncode == 1, out[-3000:]  # one line per job without a result, no traceback
+    assert f"aesweep: job {job} (dim_z=2) ended without a result: CANCELLED; log: " in out
+    assert f"rerun them with: aesweep sweep resume={sweep}" in out and "Traceback" not in out
     assert sacct_states(job)[job].startswith("CANCELLED")
     assert status_of(cancelled) == "interrupted", out[-3000:]  # SIGTERM: checkpoint, record
 
@@ -197,3 +199,70 @@ def test_each_job_gets_its_own_gpu(slurm_conf, tmp_path: Path) -> None:
         log = (sweep / ".submitit" / job / f"{job}_0_log.out").read_text()
         visible += [line.split(": ")[1] for line in log.splitlines() if line.startswith("visible:")]
     assert sorted(visible) == ["0", "1"]  # both jobs ran at once, on different GPUs
+
+
+def test_a_requeued_job_ends_like_one_never_interrupted(slurm_conf, tmp_path: Path) -> None:
+    """`scontrol requeue` (as a preemption: SIGTERM) early in the job, then its 1-minute time
+    limit (SLURM's USR2 warning, 5 s before the limit plus up to 30 s of SLURM's check): each
+    time the job checkpoints, is requeued and continues in its folder. It ends with the steps
+    and test_sse of the same run done in one go, and the terminal follows it. (Once warned,
+    the job gets 10 minutes, so that a slow machine needs no further requeues.)"""
+    run = ["dim_z=8", "data.subset=1000", "trainer.max_epochs=400", "patience=null",
+           "threads=1", "steps_per_call=1"]  # fmt: skip
+    whole = subprocess.Popen(  # the reference, alongside: the node has two cores
+        [sys.executable, "-m", "aesweep", "train", *run, f"hydra.run.dir={tmp_path / 'whole'}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    sweep = tmp_path / "sw"
+    limit = ["hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=5",
+             "hydra.launcher.cpus_per_task=1"]  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aesweep", "train", "-m", SLURM, *run, *limit,
+         f"hydra.sweep.dir={sweep}"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    job_dir = sweep / "dim_z=8"
+    try:
+        wait_for(timeout=180, condition=lambda: (job_dir / "checkpoints" / "last.ckpt").is_file())
+        job = slurm_job_id(job_dir)
+        log = sweep / ".submitit" / job / f"{job}_0_log.out"
+        subprocess.run(["scontrol", "requeue", job], check=True)
+        wait_for(timeout=300, condition=lambda: "time limit near" in log.read_text())
+        subprocess.run(["scontrol", "update", f"JobId={job}", "TimeLimit=10"], check=True)
+        out, _ = proc.communicate(timeout=900)
+        assert whole.wait(timeout=300) == 0, whole.stderr.read()[-3000:]
+    finally:
+        proc.kill()
+        whole.kill()
+    assert proc.returncode == 0, out[-3000:]
+    expected, result = result_of(tmp_path / "whole"), result_of(job_dir)
+    assert result["status"] == "ok" and result["epochs"] == 400
+    assert result["steps"] == expected["steps"] and result["test_sse"] == expected["test_sse"]
+    assert result["requeued"] == 2 and result["slurm_job"] == job
+    assert table(sweep)["status"].tolist() == ["ok"]  # the job once
+    assert "Requeued job" in log.read_text()  # by submitit, after the warning
+    for line in ("dim_z=8: started (SLURM job", "dim_z=8: requeued (SLURM job",
+                 "dim_z=8: started again (SLURM job", "[1/1 done in "):  # fmt: skip
+        assert line in out, out[-3000:]
+    assert "Traceback" not in out
+
+
+@pytest.mark.parametrize(
+    ("prepare", "reason"),
+    [
+        (lambda d: None, "was not created by this script"),
+        (lambda d: d.chmod(0o777), "is writable by others (mode 777)"),
+        (lambda d: os.chown(d, 65534, 65534), "belongs to uid 65534, not to us"),
+    ],
+)
+def test_the_cluster_refuses_a_state_folder_it_did_not_create(tmp_path, prepare, reason) -> None:
+    """The daemons run as root and trust the folder's munge key: a folder someone else made
+    first (with a key of their own) is refused before anything is read or started."""
+    folder = tmp_path / "state"
+    folder.mkdir(mode=0o700)
+    (folder / "munge.key").write_bytes(b"k" * 1024)
+    prepare(folder)
+    env = {**os.environ, "AESWEEP_SLURM_DIR": str(folder)}
+    done = subprocess.run(["bash", SCRIPT, "start"], env=env, capture_output=True, text=True)
+    assert done.returncode == 1 and reason in done.stderr and "refusing it" in done.stderr
+    assert sorted(p.name for p in folder.iterdir()) == ["munge.key"]  # nothing written

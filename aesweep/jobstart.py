@@ -1,0 +1,35 @@
+"""The first code of an aesweep SLURM job: `python -u -m aesweep.jobstart ... FOLDER` runs
+submitit's job entry point (submitit.core._submit) with the time-limit warning held.
+
+SLURM checks time limits every 30 s, so its warning (USR2) may come up to 30 s before the
+`signal_delay_s` asked for: with a short limit, while a requeued job is still loading. USR2's
+default action would kill the job there, before submitit has installed its handler; held
+here instead, training acts on it at its first step (aesweep.requeue.StopOnTimeLimit).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from typing import Any
+
+HELD = "AESWEEP_HELD_WARNING"  # set when the warning came before training could act on it
+
+
+def hold(signum: int, frame: Any) -> None:
+    os.environ[HELD] = signal.Signals(signum).name
+
+
+def main() -> None:
+    signal.signal(signal.SIGUSR2, hold)
+    from submitit.core.submission import process_job
+
+    from aesweep.config import quiet_launcher_schema
+
+    quiet_launcher_schema()  # the job composes its config again
+    process_job(sys.argv[-1])  # the job folder, last as in submitit's own command
+
+
+if __name__ == "__main__":
+    main()

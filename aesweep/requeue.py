@@ -1,0 +1,84 @@
+"""A SLURM job that reaches its time limit or is preempted continues where it stopped.
+
+One mechanism: submitit's (`hydra.launcher.max_num_timeout`). Lightning's own SLURM
+auto-requeue is switched off, because submitit knows the limit on requeues, tells a time
+limit from a preemption, and resubmits the very same Hydra job into the same folder. Here,
+submitit's warning signal (USR2, `signal_delay_s` before the limit) stops training at
+Lightning's next step boundary, where last.ckpt is written as on SIGTERM; then submitit
+requeues the job, which finds its own folder and continues from that checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import Callback
+
+WARNING_SIGNAL = signal.SIGUSR2  # submitit's default (SUBMITIT_PREEMPT_SIGNAL)
+
+
+def slurm_job_id() -> str | None:
+    """This job's SLURM id as sacct and submitit name it (17_0 for a task of array 17); it
+    stays the same when SLURM requeues the job."""
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    return f"{array}_{task}" if array and task else os.environ.get("SLURM_JOB_ID")
+
+
+def times_requeued() -> int:
+    """How often SLURM has started this job again (0 outside SLURM)."""
+    return int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+
+
+def is_own_folder(previous: dict[str, Any] | None) -> bool:
+    """The run folder holds a run of this very SLURM job: the job was requeued (time limit,
+    preemption, `scontrol requeue`), so it continues (or keeps) that run, not another one."""
+    job = slurm_job_id()
+    return bool(previous and job and previous.get("slurm_job") == job)
+
+
+def cluster_plugins() -> list[Any]:
+    """Inside a SLURM job: Lightning's SLURM environment without its auto-requeue, whose
+    USR1 handler and hpc_ckpt files would be a second requeue mechanism."""
+    from lightning_fabric.plugins.environments import SLURMEnvironment
+
+    return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
+
+
+class StopOnTimeLimit(Callback):
+    """While fitting, submitit's warning signal asks Lightning to stop as SIGTERM does: at
+    the end of the current step, with last.ckpt saved (a whole step, never half of one).
+    `hand_over` then passes the signal on to submitit, which requeues the job. Active only
+    where submitit has installed its handler; a warning that came while the job was still
+    starting (SLURM may send it up to 30 s early) is acted on at the first step."""
+
+    def __init__(self) -> None:
+        self.warned = False
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        from aesweep.jobstart import HELD
+
+        # after Lightning's own handlers (SIGTERM's among them); it restores submitit's
+        # USR2 handler when fit ends
+        if callable(signal.getsignal(WARNING_SIGNAL)):
+            signal.signal(WARNING_SIGNAL, self._stop)
+            if os.environ.pop(HELD, None):
+                self._stop(WARNING_SIGNAL, None)
+
+    def _stop(self, signum: int, frame: Any) -> None:
+        print("aesweep: time limit near (SIGUSR2): checkpointing at the end of this step",
+              flush=True)  # fmt: skip
+        self.warned = True
+        os.kill(os.getpid(), signal.SIGTERM)  # Lightning's graceful stop
+
+    def hand_over(self) -> None:
+        """Deliver the warning to submitit's handler: it requeues the job and exits, or
+        raises UncompletedJobError when max_num_timeout is used up."""
+        if not self.warned:
+            return
+        try:
+            signal.raise_signal(WARNING_SIGNAL)
+        except Exception as e:  # e.g. "timed-out too many times": the job ends, resumable
+            print(f"aesweep: not requeued: {' '.join(str(e).split())}", flush=True)

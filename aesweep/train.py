@@ -208,7 +208,7 @@ class Continuation(Callback):
                            checkpoint: dict[str, Any]) -> None:  # fmt: skip
         loop = checkpoint["loops"]["fit_loop"]
         saved = checkpoint["hyper_parameters"].get("steps_per_call", 1)
-        now = pl_module.hparams.steps_per_call
+        now = pl_module.hparams.get("steps_per_call", 1)  # a plain Lightning loop records none
         if saved != now:
             rechunk(loop, saved, now, trainer.datamodule.train_dataloader().n_batches)
             print(f"aesweep: continuing with this machine's steps_per_call={now} (the "

@@ -52,7 +52,7 @@ def check_shapes(path: Path, ckpt: dict[str, Any], expected: dict[str, Any]) -> 
     """Refuse a checkpoint of another model, naming the first setting that shapes the
     weights differently."""
     saved = ckpt["hyper_parameters"]
-    for key in SHAPE_KEYS:
+    for key in (k for k in SHAPE_KEYS if k in expected):
         if saved.get(key) != expected[key]:
             raise CheckpointError(
                 f"checkpoint {path} was trained with {key}={saved.get(key)}, this run has "
@@ -60,12 +60,11 @@ def check_shapes(path: Path, ckpt: dict[str, Any], expected: dict[str, Any]) -> 
             )
 
 
-def shapes_of(cfg: Any, input_dim: int) -> dict[str, Any]:
-    """What shapes a job's weights, from its config."""
+def shapes_of(cfg: Any) -> dict[str, Any]:
+    """What shapes a job's weights that its config alone says (the data fix the rest)."""
     m = cfg.model
-    return {"kind": str(m.kind), "input_dim": input_dim, "dim_z": cfg.dim_z,
-            "hidden": list(m.hidden), "activation": str(m.activation),
-            "output": str(m.output)}  # fmt: skip
+    return {"kind": str(m.kind), "dim_z": cfg.dim_z, "hidden": list(m.hidden),
+            "activation": str(m.activation)}  # fmt: skip
 
 
 def kept_checkpoint(run_dir: Path) -> Path | None:

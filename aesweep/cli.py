@@ -292,8 +292,8 @@ def validate_job(cfg: Any, job_name: str, multirun: bool) -> None:
     from aesweep.config import check_machine, check_writable, is_remote, validate, validate_launcher
     from aesweep.data import check_available
 
-    validate(cfg)
-    check_available(cfg.data)
+    facts = check_available(cfg.data)
+    validate(cfg, facts.input_dim, facts.unit_range)
     validate_launcher(cfg.hydra.launcher)
     if not is_remote(cfg.hydra.launcher):  # remote jobs check the machine they land on
         check_machine(cfg.trainer)
@@ -322,13 +322,12 @@ def check_continued_checkpoint(cfg: Any, multirun: bool) -> None:
     belongs to another model is refused before any job starts (a sweep's jobs check their
     own)."""
     from aesweep.checkpoints import check_shapes, checkpoint_to_continue, read_checkpoint, shapes_of
-    from aesweep.config import input_dim
 
     if multirun and cfg.get("ckpt_path") is None:
         return
     path = checkpoint_to_continue(cfg, Path(str(cfg.hydra.run.dir)))
-    if path is not None:
-        check_shapes(path, read_checkpoint(path), shapes_of(cfg, input_dim(cfg)))
+    if path is not None:  # the data's dimension and output are checked in the job
+        check_shapes(path, read_checkpoint(path), shapes_of(cfg))
 
 
 def dirname_overrides(overrides: list[str], swept: list[str]) -> list[str]:
@@ -356,12 +355,15 @@ def sweep_arguments(rest: list[str]) -> list[str]:
     resume = _value(overrides, "resume")
     if resume is not None:
         return ["-m", *flags, *resume_overrides(overrides, resume, sweep=True)]
-    from aesweep.config import input_dim, validate_dims
+    from aesweep.config import default_dims, validate_dims
+    from aesweep.data import check_available
 
     args.multirun = True
     cfg = compose(expand(overrides, args)[0][0], args)
     if _value(overrides, "dim_z") is None:
-        dims = validate_dims("sweep.dims", cfg.sweep.dims, input_dim(cfg))
+        d = check_available(cfg.data).input_dim
+        dims = default_dims(d) if cfg.sweep.dims is None else cfg.sweep.dims
+        dims = validate_dims("sweep.dims", dims, d)
         overrides.append("dim_z=" + ",".join(str(k) for k in dims))
     seeds = cfg.sweep.seeds
     if seeds is not None and _value(overrides, "seed") is None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
@@ -37,16 +38,23 @@ from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from aesweep.checkpoints import (
+    SHAPE_KEYS,
     CheckpointError,
     check_shapes,
     checkpoint_to_continue,
     read_checkpoint,
-    shapes_of,
     write_checkpoint,
 )
-from aesweep.config import NOT_JOB_SETTINGS, RESULT, ConfigError, check_machine, override_key
+from aesweep.config import (
+    FEATURE_ERRORS,
+    NOT_JOB_SETTINGS,
+    RESULT,
+    ConfigError,
+    check_machine,
+    override_key,
+)
 from aesweep.data import DataError, Splits, TensorDataModule, load_splits
-from aesweep.io import save_figure, write_json
+from aesweep.io import save_figure, write_json, write_text
 from aesweep.loggers import build_loggers, log_results
 from aesweep.model import AutoEncoder, DivergenceError, score
 from aesweep.pca import PCAFit, compare_subspaces, pca_of
@@ -253,7 +261,7 @@ def rechunk(loop: dict[str, Any], old: int, new: int, n_batches: int) -> None:
 
 
 def build_model(cfg: DictConfig, splits: Splits, pca: PCAFit) -> AutoEncoder:
-    model = new_model(cfg, splits.input_dim)
+    model = new_model(cfg, splits.input_dim, output_for(cfg, splits.unit_range))
     if cfg.model.center:
         model.mean.copy_(splits.train_x.mean(dim=0))
     if model.residual:
@@ -261,14 +269,23 @@ def build_model(cfg: DictConfig, splits: Splits, pca: PCAFit) -> AutoEncoder:
     return model
 
 
-def new_model(cfg: DictConfig, input_dim: int) -> AutoEncoder:
-    """The untrained autoencoder a job's config describes (also what a checkpoint loads into)."""
+def output_for(cfg: DictConfig, unit_range: bool) -> str:
+    """model.output for these data: clamp clips to [0, 1], the range of images; data that
+    are not in [0, 1] (standardised features) have no such range, so their output is linear.
+    (sigmoid there is refused up front: config.validate.)"""
+    output = str(cfg.model.output)
+    return "identity" if output == "clamp" and not unit_range else output
+
+
+def new_model(cfg: DictConfig, input_dim: int, output: str | None = None) -> AutoEncoder:
+    """The untrained autoencoder a job's config describes (also what a checkpoint loads
+    into); `output` as output_for resolved it for the data (default: model.output)."""
     return AutoEncoder(
         input_dim=input_dim,
         dim_z=cfg.dim_z,
         hidden=list(cfg.model.hidden),
         activation=str(cfg.model.activation),
-        output=str(cfg.model.output),
+        output=output or str(cfg.model.output),
         loss=str(cfg.loss.name),
         optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
         scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.scheduler else None,
@@ -385,7 +402,8 @@ def train(
 
     ckpt_path = checkpoint_to_continue(cfg, run_dir)
     if ckpt_path is not None:  # again here: a cluster node may read another file system
-        check_shapes(ckpt_path, read_checkpoint(ckpt_path), shapes_of(cfg, splits.input_dim))
+        shapes = {key: model.hparams[key] for key in SHAPE_KEYS}
+        check_shapes(ckpt_path, read_checkpoint(ckpt_path), shapes)
     failed_loggers: dict[str, str] = {}  # logger -> why it failed; the run goes on without it
     trainer = build_trainer(cfg, run_dir, time_limit, failed_loggers)
     clock.lap("build")
@@ -403,6 +421,10 @@ def train(
         "pca_test_mse": pca.test_mse(cfg.dim_z),
         "pca_test_sse": float(pca.test_sse[cfg.dim_z]),
         "input_dim": splits.input_dim,
+        "image_shape": list(splits.image_shape) if splits.image_shape else None,
+        "output": model.hparams.output,
+        "scale": splits.scaling.kind,
+        "scaling": splits.scaling.as_dict(),
         "n_train": len(splits.train_x),
         "n_val": len(splits.val_x),
         "n_test": len(splits.test_x),
@@ -464,24 +486,31 @@ def keep_selected(trainer: pl.Trainer, model: AutoEncoder) -> int | None:
 def write_artefacts(
     model: AutoEncoder, splits: Splits, pca: PCAFit, cfg: DictConfig, run_dir: Path
 ) -> dict[str, Any]:
-    """Reconstruction grid, the digits behind it, and the plots that depend on dim_z or on
-    the model being linear; returns the extra metrics they produce."""
+    """Reconstruction grid and the images behind it (vectors: the test error per feature),
+    and the plots that depend on dim_z or on the model being linear; returns the extra
+    metrics they produce, and `notes` on what was skipped and why."""
     model = model.cpu()
-    shown = splits.display_indices()
-    originals = splits.test_x[shown]
-    recon = model(originals)
-    np.savez_compressed(
-        run_dir / "samples.npz",
-        originals=originals.numpy(),
-        reconstructions=recon.numpy(),
-        labels=splits.test_y[shown].numpy(),
-        image_shape=np.array(splits.image_shape),
-    )
-    fig = draw_montage(originals, [(f"dim(z) = {cfg.dim_z}", recon)], splits.image_shape)
-    save_figure(fig, run_dir / "reconstructions.png")
+    extra: dict[str, Any] = {"notes": []}
+    if splits.image_shape is None:
+        table = feature_errors(model, splits, pca, cfg.dim_z)
+        write_text(table.to_csv(index=False), run_dir / FEATURE_ERRORS)
+    else:
+        shown = splits.display_indices()
+        originals = splits.test_x[shown]
+        recon = model(originals)
+        np.savez_compressed(
+            run_dir / "samples.npz",
+            originals=originals.numpy(),
+            reconstructions=recon.numpy(),
+            image_shape=np.array(splits.image_shape),
+            **({} if splits.test_y is None else {"labels": splits.test_y[shown].numpy()}),
+        )
+        fig = draw_montage(originals, [(f"dim(z) = {cfg.dim_z}", recon)], splits.image_shape)
+        save_figure(fig, run_dir / "reconstructions.png")
 
-    extra: dict[str, Any] = {}
-    if cfg.dim_z <= 2:
+    if cfg.dim_z <= 2 and splits.test_y is None:
+        extra["notes"].append("latent.png (codes coloured by label): skipped, no labels")
+    elif cfg.dim_z <= 2:
         codes = model.encode(splits.test_x)
         save_figure(draw_latent(codes, splits.test_y), run_dir / "latent.png")
     if cfg.dim_z == 2 and splits.image_shape:  # labels or not; vectors draw no images
@@ -492,9 +521,24 @@ def write_artefacts(
         comparison, recovered = compare_subspaces(decoder, pca, splits.train_x - pca.mean)
         extra.update(comparison.as_dict())
         n = min(16, cfg.dim_z)
-        fig = draw_components(recovered[:n], pca.components[:n], splits.image_shape)
-        save_figure(fig, run_dir / "pca_components.png")
+        if splits.image_shape is not None:
+            fig = draw_components(recovered[:n], pca.components[:n], splits.image_shape)
+            save_figure(fig, run_dir / "pca_components.png")
     return extra
+
+
+def feature_errors(model: AutoEncoder, splits: Splits, pca: PCAFit, k: int) -> pd.DataFrame:
+    """Mean squared test error of each feature, the AE's beside PCA's with the same k: what
+    a vector without an image shows instead of a montage."""
+    x = splits.test_x
+    top = pca.components[:k]
+    pca_x = (x - pca.mean) @ top.T @ top + pca.mean
+    names = splits.feature_names or [str(i) for i in range(x.shape[1])]
+    return pd.DataFrame({
+        "feature": names,
+        "test_mse": (model(x) - x).pow(2).mean(0).numpy(),
+        "pca_test_mse": (pca_x - x).pow(2).mean(0).numpy(),
+    })  # fmt: skip
 
 
 def is_linear(cfg: DictConfig) -> bool:

@@ -8,6 +8,7 @@ copied from another, and runs nothing a folder carries.
 from __future__ import annotations
 
 import contextlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -16,14 +17,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from aesweep.checkpoints import (
+    SHAPE_KEYS,
     CheckpointError,
     check_shapes,
     kept_checkpoint,
     read_checkpoint,
-    shapes_of,
 )
 from aesweep.config import RESULT, ConfigError, input_dim
-from aesweep.data import load_splits
+from aesweep.data import Scaling, load_splits
 from aesweep.io import replace_atomically
 from aesweep.model import AutoEncoder
 from aesweep.report import collect
@@ -48,8 +49,10 @@ def run_config(run_dir: Path) -> DictConfig:
 def load(run_dir: str | Path) -> AutoEncoder:
     """The trained autoencoder of a run folder (the weights it kept: best on validation with
     select=best, else the last), on the CPU, in eval mode, without gradients:
-    `encode(x)` maps images (n, input_dim) in [0, 1] to codes (n, dim_z), `decode(z)` maps
-    codes back to pixels (output activation applied)."""
+    `encode(x)` maps rows (n, input_dim) in the run's scaled space to codes (n, dim_z),
+    `decode(z)` maps codes back to that space (output activation applied). `model.scaling`
+    maps between the data's own units and that space: encode(scaling.apply(x)),
+    scaling.invert(decode(z)) (for images it is x / 255 and back)."""
     run_dir = Path(run_dir)
     cfg = run_config(run_dir)
     path = kept_checkpoint(run_dir)
@@ -57,10 +60,16 @@ def load(run_dir: str | Path) -> AutoEncoder:
         raise RunFolderError(
             f"{run_dir / 'checkpoints'} holds no checkpoint: this run saved none (it stopped early)"
         )
+    result = {}
+    with contextlib.suppress(OSError, ValueError):  # an unfinished run: the config alone
+        result = json.loads((run_dir / RESULT).read_text())
+    d = result.get("input_dim") or input_dim(cfg)  # result.json knows data=array's d
+    model = new_model(cfg, d, result.get("output"))
+    if result.get("scaling"):
+        model.scaling = Scaling.from_dict(result["scaling"])
     try:
         ckpt = read_checkpoint(path)
-        check_shapes(path, ckpt, shapes_of(cfg, input_dim(cfg)))
-        model = new_model(cfg, input_dim(cfg))
+        check_shapes(path, ckpt, {key: model.hparams[key] for key in SHAPE_KEYS})
         model.load_state_dict(ckpt["state_dict"])
     except (CheckpointError, KeyError, RuntimeError) as e:
         raise RunFolderError(" ".join(str(e).split())) from None
@@ -81,12 +90,13 @@ def encode_split(run_dir: str | Path, split: str = "test") -> Path:
     with torch.no_grad():
         codes = model.encode(x)
     path = run_dir / f"codes_{split}.npz"
+    arrays = {"codes": codes.numpy(), "index": np.arange(len(x))}
+    if labels is not None:  # data without labels: codes and index alone
+        arrays["labels"] = labels.numpy()
 
     def write(tmp: str) -> None:
         with open(tmp, "wb") as f:  # a file object: np.savez would append .npz to a name
-            np.savez_compressed(
-                f, codes=codes.numpy(), labels=labels.numpy(), index=np.arange(len(x))
-            )
+            np.savez_compressed(f, **arrays)
 
     replace_atomically(path, write)
     return path

@@ -43,3 +43,25 @@ def test_use_the_results_runs_as_written(tmp_path: Path) -> None:
     assert "torch.Size([500, 4]) torch.Size([500, 784])" in python.stdout
     labels = np.load(tmp_path / "outputs/sweeps/small/dim_z=4/codes_test.npz")["labels"][:10]
     assert python.stdout.rstrip().endswith(str(labels))
+
+
+def test_the_readme_stays_short_and_its_links_and_the_docs_links_resolve() -> None:
+    """A newcomer's page: at most 250 lines; the rest lives in docs/, one page per topic."""
+    assert len(README.read_text().splitlines()) <= 250
+    pages = [README, *sorted((README.parent / "docs").glob("*.md"))]
+    for page in pages:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            if target.startswith(("http://", "https://")):
+                continue
+            path, _, anchor = target.partition("#")
+            linked = (page.parent / path) if path else page
+            assert linked.exists(), f"{page.name} links to {target}: no such file"
+            if anchor and linked.suffix == ".md":
+                assert anchor in headings(linked), f"{page.name} links to {target}: no heading"
+
+
+def headings(page: Path) -> set[str]:
+    """GitHub's anchors of a page's headings."""
+    titles = [line.lstrip("#").strip() for line in page.read_text().splitlines()
+              if line.startswith("#")]  # fmt: skip
+    return {re.sub(r"[^\w\- ]", "", t.lower()).replace(" ", "-") for t in titles}

@@ -629,7 +629,7 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
 
     base.update(slurm_job=slurm_job_id(), requeued=times_requeued())
     write_json({**base, "status": "running", "error": None}, run_dir / RESULT)
-    time_limit = StopOnTimeLimit()
+    time_limit = StopOnTimeLimit(hydra_cfg.launcher.get("signal_delay_s") if multirun else None)
     try:
         check_machine(cfg.trainer)  # again here: a cluster node may differ from the submitter
         with quiet_lightning():

@@ -69,13 +69,25 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher):
             folder=params.pop("submitit_folder"),
             cluster="slurm",
             slurm_max_num_timeout=params.pop("max_num_timeout"),
-            slurm_python=f"{shlex.quote(sys.executable)} -u -m aesweep.jobstart",
+            slurm_python=f"{block_warning()}{shlex.quote(sys.executable)} -u -m aesweep.jobstart",
         )
         shared = set(OmegaConf.structured(BaseQueueConf).keys())
         executor.update_parameters(
             **{k if k in shared else f"slurm_{k}": v for k, v in params.items()}
         )
         return executor
+
+
+def block_warning() -> str:
+    """`env --block-signal=USR2 ` where env has it (GNU coreutils >= 8.31): SLURM's warning
+    that comes while Python starts then waits for aesweep.jobstart instead of killing it."""
+    import subprocess
+
+    try:
+        blocks = subprocess.run(["env", "--block-signal=USR2", "true"], capture_output=True)
+    except OSError:
+        return ""
+    return "env --block-signal=USR2 " if blocks.returncode == 0 else ""
 
 
 def job_names(job_overrides: Sequence[Sequence[str]]) -> list[str]:
@@ -128,8 +140,8 @@ def watch(jobs: list[Any], names: list[str]) -> list[JobReturn | None]:
 def ended(job: Any, state: str) -> tuple[JobReturn | None, Any]:
     """(the job's JobReturn or None, what its progress line says: result.json's record, or
     a one-line reason)."""
-    if not job.paths.result_pickle.exists():
-        return None, f"{state.lower()}, no result (log: {job.paths.stderr})"
+    if not job.paths.result_pickle.exists():  # e.g. `cancelled: no result (log: ...)`
+        return None, {"status": state.lower(), "error": f"no result (log: {job.paths.stderr})"}
     try:
         returned = job.results()[0]
         return returned, returned.return_value

@@ -5,7 +5,6 @@ No Lightning here, so loading a trained network never imports the training machi
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,13 +23,6 @@ TORCH_ACTIVATIONS: dict[Activation, type[nn.Module]] = {
     Activation.tanh: nn.Tanh,
     Activation.identity: nn.Identity,
 }
-
-
-ARCHITECTURE = ("kind", "input_dim", "dim_z", "hidden", "activation", "output")
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is damaged or belongs to another model."""
 
 
 def mlp(widths: list[int], activation: str) -> nn.Sequential:
@@ -67,9 +59,6 @@ class AutoEncoderNet(nn.Module):
         kind: str = "mlp",
     ) -> None:
         super().__init__()
-        # what a checkpoint must match to load into this net
-        shape = (kind, input_dim, dim_z, list(hidden), activation, output)
-        self.architecture = dict(zip(ARCHITECTURE, shape, strict=True))
         self.center, self.output_kind, self.residual = center, output, kind == "residual"
         self.encoder = mlp([input_dim, *hidden, dim_z], activation)
         self.decoder = mlp([dim_z, *reversed(hidden), input_dim], activation)
@@ -129,22 +118,3 @@ def net_settings(cfg: DictConfig, input_dim: int, output: str | None = None) -> 
     model = OmegaConf.to_container(cfg.model, resolve=True, enum_to_str=True)
     net = {key: model[key] for key in ("hidden", "activation", "output", "center", "kind")}
     return {**net, "input_dim": input_dim, "dim_z": cfg.dim_z, "output": output or net["output"]}
-
-
-def read_checkpoint(path: Path, architecture: dict[str, Any]) -> dict[str, Any]:
-    """The checkpoint at `path`, after checking that it holds a model of this architecture:
-    fails with the file's name instead of deep inside torch.load or load_state_dict."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        saved = {"steps_per_call": 1, **ckpt["hyper_parameters"]}  # Lightning's loop: none
-    except Exception as e:
-        raise CheckpointError(
-            f"checkpoint {path} is damaged or not a Lightning checkpoint ({e})"
-        ) from e
-    for key, value in architecture.items():
-        if saved.get(key) != value:
-            raise CheckpointError(
-                f"checkpoint {path} was trained with {key}={saved.get(key)}, this run has "
-                f"{key}={value}"
-            )
-    return ckpt

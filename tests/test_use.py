@@ -71,10 +71,10 @@ def test_a_checkpoint_of_the_chunked_cpu_default_still_loads(trained_run, tmp_pa
     """Until the split, a CPU run chunked 8 steps per call by default and recorded it."""
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
-    ckpt = run / "checkpoints" / "last.ckpt"
-    state = torch.load(ckpt, weights_only=False)
-    state["hyper_parameters"].update(steps_per_call=8, cuda_graph=True)
-    torch.save(state, ckpt)
+    for ckpt in (run / "checkpoints").glob("*.ckpt"):  # the kept one among them
+        state = torch.load(ckpt, weights_only=True)
+        state["hyper_parameters"].update(steps_per_call=8, cuda_graph=True)
+        torch.save(state, ckpt)
     x = load_splits(run_config(run).data).test_x
     assert torch.equal(load(run).encode(x), load(trained_run).encode(x))
 
@@ -104,15 +104,16 @@ def test_a_folder_that_is_no_trained_run_is_refused(
     ]
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
-    ckpt = run / "checkpoints" / "last.ckpt"
+    ckpt = run / "checkpoints" / "best.ckpt"  # the kept weights (select=best)
     ckpt.write_bytes(ckpt.read_bytes()[:1000])  # damaged
     with pytest.raises(RunFolderError, match=f"checkpoint {ckpt} is damaged"):
         load(run)
-    ckpt.unlink()
+    for path in (run / "checkpoints").iterdir():
+        path.unlink()
     outcome = aesweep("encode", str(run), "split=test")
     assert outcome.code == 2
-    assert outcome.lines == [f"aesweep: error: {ckpt} is missing: this run saved no checkpoint "
-                             "(it stopped early)"]  # fmt: skip
+    assert outcome.lines == [f"aesweep: error: {run / 'checkpoints'} holds no checkpoint: this "
+                             "run saved none (it stopped early)"]  # fmt: skip
     assert aesweep("encode", str(run), "split=all").lines == [
         "aesweep: error: split=all is invalid: must be one of test, train, val"
     ]

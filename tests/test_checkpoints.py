@@ -73,21 +73,23 @@ def test_a_run_saved_with_another_steps_per_call_loads_and_encodes(aesweep, tmp_
 def test_a_run_resumed_with_another_steps_per_call_matches_one_never_interrupted(
     aesweep, tmp_path: Path, monkeypatch, before: int, after: int
 ) -> None:
+    from aesweep.fast import ChunkedAutoEncoder
     from aesweep.model import AutoEncoder
 
     args = ("train", "dim_z=8", "trainer=smoke", "data.subset=500", "trainer.max_epochs=3",
             "data.batch_size=128")  # fmt: skip
     assert aesweep(*args, f"steps_per_call={after}", "hydra.run.dir=whole").code == 0
-    train_step = AutoEncoder.training_step
+    module = AutoEncoder if before == 1 else ChunkedAutoEncoder  # the one that trains first
+    train_step = module.training_step
 
     def ctrl_c_at_step_6(self, batch, batch_idx):  # 4 steps an epoch: inside the second
         if self.global_step == 6:
             raise KeyboardInterrupt
         return train_step(self, batch, batch_idx)
 
-    monkeypatch.setattr(AutoEncoder, "training_step", ctrl_c_at_step_6)
+    monkeypatch.setattr(module, "training_step", ctrl_c_at_step_6)
     assert aesweep(*args, f"steps_per_call={before}", "hydra.run.dir=split").code == 130
-    monkeypatch.setattr(AutoEncoder, "training_step", train_step)
+    monkeypatch.setattr(module, "training_step", train_step)
     resumed = aesweep("train", "resume=split", f"steps_per_call={after}")
     assert resumed.code == 0, resumed.err
     assert f"continuing with this machine's steps_per_call={after}" in resumed.err

@@ -305,6 +305,7 @@ def validate_job(cfg: Any, job_name: str, multirun: bool) -> None:
     resume = cfg.get("resume")
     if resume is not None and not Path(str(resume)).is_dir():
         raise ConfigError(f"resume={resume} is invalid: must be an existing run or sweep folder")
+    check_continued_checkpoint(cfg, multirun)
     key, folder, marker, command = (
         ("hydra.sweep.dir", cfg.hydra.sweep.dir, "multirun.yaml", "aesweep sweep")
         if multirun
@@ -316,6 +317,19 @@ def validate_job(cfg: Any, job_name: str, multirun: bool) -> None:
             f"{key}={folder} is invalid: it already holds a {'sweep' if multirun else 'run'}; "
             f"continue it with {command} resume={folder}, or choose a new folder"
         )
+
+
+def check_continued_checkpoint(cfg: Any, multirun: bool) -> None:
+    """ckpt_path=FILE or resume=RUN: a checkpoint that holds more than data, is damaged or
+    belongs to another model is refused before any job starts (a sweep's jobs check their
+    own)."""
+    from aesweep.checkpoints import check_shapes, checkpoint_to_continue, read_checkpoint, shapes_of
+
+    if multirun and cfg.get("ckpt_path") is None:
+        return
+    path = checkpoint_to_continue(cfg, Path(str(cfg.hydra.run.dir)))
+    if path is not None:  # the data's dimension and output are checked in the job
+        check_shapes(path, read_checkpoint(path), shapes_of(cfg))
 
 
 def dirname_overrides(overrides: list[str], swept: list[str]) -> list[str]:
@@ -384,10 +398,10 @@ def resume_overrides(overrides: list[str], resume: str, sweep: bool) -> list[str
     return [*task, *hydra, f"resume={folder}", where]
 
 
-# What a resumed run may change: how long it trains and what it prints, never the model or
-# the data its checkpoint was made with.
+# What a resumed run may change: how long it trains, what it prints and how fast this
+# machine runs it, never the model or the data its checkpoint was made with.
 RESUMABLE_CHANGES = ("trainer.max_epochs", "trainer.max_steps", "checkpoint_every_s",
-                     "trainer.enable_progress_bar")  # fmt: skip
+                     "trainer.enable_progress_bar", "steps_per_call", "cuda_graph")  # fmt: skip
 
 
 def resumed_task(saved: list[str], given: list[str]) -> list[str]:

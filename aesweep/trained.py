@@ -1,7 +1,8 @@
 """Use what a run or sweep produced: the trained autoencoder, a split's codes, a sweep's table.
 
-Everything is read back from the folders alone (checkpoints/last.ckpt, .hydra/config.yaml,
-result.json), so it works on any finished run, on this machine or copied from another.
+Everything is read back from the folders alone (checkpoints/best.ckpt or last.ckpt,
+.hydra/config.yaml, result.json), as data: it works on any finished run, on this machine or
+copied from another, and runs nothing a folder carries.
 """
 
 from __future__ import annotations
@@ -15,12 +16,19 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from aesweep.checkpoints import (
+    SHAPE_KEYS,
+    CheckpointError,
+    check_shapes,
+    kept_checkpoint,
+    read_checkpoint,
+)
 from aesweep.config import RESULT, ConfigError, input_dim
 from aesweep.data import Scaling, load_splits
 from aesweep.io import replace_atomically
 from aesweep.model import AutoEncoder
 from aesweep.report import collect
-from aesweep.train import CheckpointError, check_checkpoint, new_model
+from aesweep.train import new_model
 
 SPLITS = ("test", "train", "val")
 
@@ -39,16 +47,19 @@ def run_config(run_dir: Path) -> DictConfig:
 
 
 def load(run_dir: str | Path) -> AutoEncoder:
-    """The trained autoencoder of a run folder, on the CPU, in eval mode, without gradients:
+    """The trained autoencoder of a run folder (the weights it kept: best on validation with
+    select=best, else the last), on the CPU, in eval mode, without gradients:
     `encode(x)` maps rows (n, input_dim) in the run's scaled space to codes (n, dim_z),
     `decode(z)` maps codes back to that space (output activation applied). `model.scaling`
     maps between the data's own units and that space: encode(scaling.apply(x)),
     scaling.invert(decode(z)) (for images it is x / 255 and back)."""
     run_dir = Path(run_dir)
     cfg = run_config(run_dir)
-    ckpt = run_dir / "checkpoints" / "last.ckpt"
-    if not ckpt.is_file():
-        raise RunFolderError(f"{ckpt} is missing: this run saved no checkpoint (it stopped early)")
+    path = kept_checkpoint(run_dir)
+    if path is None:
+        raise RunFolderError(
+            f"{run_dir / 'checkpoints'} holds no checkpoint: this run saved none (it stopped early)"
+        )
     result = {}
     with contextlib.suppress(OSError, ValueError):  # an unfinished run: the config alone
         result = json.loads((run_dir / RESULT).read_text())
@@ -57,8 +68,9 @@ def load(run_dir: str | Path) -> AutoEncoder:
     if result.get("scaling"):
         model.scaling = Scaling.from_dict(result["scaling"])
     try:
-        state = check_checkpoint(ckpt, model)
-        model.load_state_dict(state["state_dict"])
+        ckpt = read_checkpoint(path)
+        check_shapes(path, ckpt, {key: model.hparams[key] for key in SHAPE_KEYS})
+        model.load_state_dict(ckpt["state_dict"])
     except (CheckpointError, KeyError, RuntimeError) as e:
         raise RunFolderError(" ".join(str(e).split())) from None
     model.freeze()  # eval mode, no gradients: codes come back as plain tensors

@@ -6,8 +6,9 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-LAYER = {"config": 0, "io": 0, "plots": 0, "jobstart": 0, "arrays": 1, "data": 1, "loggers": 1,
-         "progress": 1, "requeue": 1, "model": 2, "pca": 2, "probe": 2, "train": 3,
+LAYER = {"config": 0, "io": 0, "plots": 0, "jobstart": 0, "arrays": 1, "checkpoints": 1,
+         "data": 1, "loggers": 1, "progress": 1, "requeue": 1, "model": 2, "pca": 2, "probe": 2,
+         "train": 3,
          "report": 4, "trained": 5, "cli": 6, "__main__": 7, "__init__": 7}  # fmt: skip
 
 

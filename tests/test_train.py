@@ -159,7 +159,7 @@ def test_every_precision_trains_and_is_scored_in_float32(aesweep, tmp_path, prec
     assert aesweep(*args).code == 0
     result = result_of(tmp_path / "run")
     assert result["status"] == "ok"
-    model = AutoEncoder.load_from_checkpoint(tmp_path / "run/checkpoints/last.ckpt").float()
+    model = AutoEncoder.load_from_checkpoint(tmp_path / "run/checkpoints/best.ckpt").float()
     test_x = load_splits(OmegaConf.load(tmp_path / "run/.hydra/config.yaml").data).test_x
     with torch.no_grad():
         expected = (model(test_x) - test_x).pow(2).sum(1).mean().item()

@@ -81,15 +81,16 @@ def test_a_folder_that_is_no_trained_run_is_refused(
     ]
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
-    ckpt = run / "checkpoints" / "last.ckpt"
+    ckpt = run / "checkpoints" / "best.ckpt"  # the kept weights (select=best)
     ckpt.write_bytes(ckpt.read_bytes()[:1000])  # damaged
     with pytest.raises(RunFolderError, match=f"checkpoint {ckpt} is damaged"):
         load(run)
-    ckpt.unlink()
+    for path in (run / "checkpoints").iterdir():
+        path.unlink()
     outcome = aesweep("encode", str(run), "split=test")
     assert outcome.code == 2
-    assert outcome.lines == [f"aesweep: error: {ckpt} is missing: this run saved no checkpoint "
-                             "(it stopped early)"]  # fmt: skip
+    assert outcome.lines == [f"aesweep: error: {run / 'checkpoints'} holds no checkpoint: this "
+                             "run saved none (it stopped early)"]  # fmt: skip
     assert aesweep("encode", str(run), "split=all").lines == [
         "aesweep: error: split=all is invalid: must be one of test, train, val"
     ]

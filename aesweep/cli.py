@@ -293,6 +293,8 @@ def validate_job(cfg: Any, job_name: str, multirun: bool) -> None:
     from aesweep.data import check_available
 
     facts = check_available(cfg.data)
+    if job_name == "pca":  # the curve covers every k: dim_z plays no part
+        cfg.dim_z = min(cfg.dim_z, facts.input_dim)
     validate(cfg, facts.input_dim, facts.unit_range)
     validate_launcher(cfg.hydra.launcher)
     if not is_remote(cfg.hydra.launcher):  # remote jobs check the machine they land on

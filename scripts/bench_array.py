@@ -4,9 +4,11 @@ Writes an (n, d) float32 .npy (a rank-32 signal plus noise, so codes have someth
 keep) in a scratch folder, without holding it in memory, then runs
 `aesweep train data=array data.path=FILE dim_z=K trainer.max_epochs=E` as a child process
 and prints the rows x d, the file size, the child's peak RSS, its wall time and the fit
-time from result.json.
+time from result.json (with its phases: reading and splitting the file, PCA, fit, test).
+--max-steps bounds the fit where a full epoch would take too long.
 
     python scripts/bench_array.py [--rows 1000000] [--dim 128] [--dim-z 16] [--epochs 1]
+                                  [--max-steps N]
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--dim-z", type=int, default=16)
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--max-steps", type=int, default=-1, help="-1: the whole epochs")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -49,6 +52,7 @@ def main() -> None:
         write_array(path, args.rows, args.dim)
         command = [sys.executable, "-m", "aesweep", "train", "data=array", f"data.path={path}",
                    f"dim_z={args.dim_z}", f"trainer.max_epochs={args.epochs}", "hydra.run.dir=run",
+                   f"trainer.max_steps={args.max_steps}",
                    "trainer.enable_progress_bar=false"]  # fmt: skip
         start = time.perf_counter()
         subprocess.run(command, cwd=work, check=True, capture_output=True)
@@ -58,7 +62,7 @@ def main() -> None:
     size_mib = args.rows * args.dim * 4 / 2**20
     phases = ", ".join(f"{k} {v:.1f} s" for k, v in result["timings"].items())
     print(f"{args.rows:,} x {args.dim} float32 ({size_mib:.0f} MiB), dim_z={args.dim_z}, "
-          f"{result['epochs']} epoch(s) of {result['n_train']:,} rows: peak RSS "
+          f"{result['steps']:,} steps of {result['n_train']:,} training rows: peak RSS "
           f"{peak_gib:.2f} GiB, wall {wall:.0f} s, fit {result['seconds']:.0f} s "
           f"({phases}); test_sse {result['test_sse']:.2f}, "
           f"PCA {result['pca_test_sse']:.2f}")  # fmt: skip

@@ -156,6 +156,16 @@ def test_a_table_trains_linear_output_and_reports_error_per_feature(aesweep, tmp
     assert torch.allclose(model.scaling.invert(model.scaling.apply(raw)).double(), raw, rtol=1e-4)
 
 
+def test_pca_of_a_table_smaller_than_the_default_code(aesweep, tmp_path: Path) -> None:
+    wine_csv(tmp_path)
+    args = ("pca", "data=array", "data.path=wine.csv", "data.label_column=target")
+    outcome = aesweep(*args, "hydra.run.dir=pca")
+    assert outcome.code == 0, outcome.err  # dim_z=32 > d = 13 does not matter to PCA
+    curve = pd.read_csv(tmp_path / "pca" / "pca_vs_dim.csv")
+    assert curve["k"].tolist() == list(range(14)) and curve["pca_test_sse"].iloc[-1] < 1e-9
+    assert "error per row = sum over standardised features" in outcome.out
+
+
 def write_cifar(root: Path, n_train: int = 12, n_test: int = 6) -> None:
     """Small files in CIFAR-10's format: pickled dicts of uint8 rows (n, 3072), R then G
     then B planes, and integer labels."""

@@ -296,8 +296,10 @@ def validate_job(cfg: Any, job_name: str, multirun: bool) -> None:
     from aesweep.config import check_machine, check_writable, is_remote, validate, validate_launcher
     from aesweep.data import check_available
 
-    validate(cfg)
-    check_available(cfg.data)
+    facts = check_available(cfg.data)
+    if job_name == "pca":  # the curve covers every k: dim_z plays no part
+        cfg.dim_z = min(cfg.dim_z, facts.input_dim)
+    validate(cfg, facts.input_dim, facts.unit_range)
     validate_launcher(cfg.hydra.launcher)
     if not is_remote(cfg.hydra.launcher):  # remote jobs check the machine they land on
         check_machine(cfg.trainer)
@@ -307,6 +309,7 @@ def validate_job(cfg: Any, job_name: str, multirun: bool) -> None:
     resume = cfg.get("resume")
     if resume is not None and not Path(str(resume)).is_dir():
         raise ConfigError(f"resume={resume} is invalid: must be an existing run or sweep folder")
+    check_continued_checkpoint(cfg, multirun)
     key, folder, marker, command = (
         ("hydra.sweep.dir", cfg.hydra.sweep.dir, "multirun.yaml", "aesweep sweep")
         if multirun
@@ -334,6 +337,19 @@ def lock_output(cfg: Any, resume: str | None, multirun: bool) -> str:
     return f"{key}='{str(folder).replace(chr(39), chr(92) + chr(39))}'"
 
 
+def check_continued_checkpoint(cfg: Any, multirun: bool) -> None:
+    """ckpt_path=FILE or resume=RUN: a checkpoint that holds more than data, is damaged or
+    belongs to another model is refused before any job starts (a sweep's jobs check their
+    own)."""
+    from aesweep.checkpoints import check_shapes, checkpoint_to_continue, read_checkpoint, shapes_of
+
+    if multirun and cfg.get("ckpt_path") is None:
+        return
+    path = checkpoint_to_continue(cfg, Path(str(cfg.hydra.run.dir)))
+    if path is not None:  # the data's dimension and output are checked in the job
+        check_shapes(path, read_checkpoint(path), shapes_of(cfg))
+
+
 def dirname_overrides(overrides: list[str], swept: list[str]) -> list[str]:
     """Name job folders by the swept settings (dim_z always): exclude every other override
     from Hydra's override_dirname."""
@@ -359,12 +375,15 @@ def sweep_arguments(rest: list[str]) -> list[str]:
     resume = _value(overrides, "resume")
     if resume is not None:
         return ["-m", *flags, *resume_overrides(overrides, resume, sweep=True)]
-    from aesweep.config import input_dim, validate_dims
+    from aesweep.config import default_dims, validate_dims
+    from aesweep.data import check_available
 
     args.multirun = True
     cfg = compose(expand(overrides, args)[0][0], args)
     if _value(overrides, "dim_z") is None:
-        dims = validate_dims("sweep.dims", cfg.sweep.dims, input_dim(cfg))
+        d = check_available(cfg.data).input_dim
+        dims = default_dims(d) if cfg.sweep.dims is None else cfg.sweep.dims
+        dims = validate_dims("sweep.dims", dims, d)
         overrides.append("dim_z=" + ",".join(str(k) for k in dims))
     seeds = cfg.sweep.seeds
     if seeds is not None and _value(overrides, "seed") is None:
@@ -397,10 +416,10 @@ def resume_overrides(overrides: list[str], resume: str, sweep: bool) -> list[str
     return [*task, *hydra, f"resume={folder}", where]
 
 
-# What a resumed run may change: how long it trains and what it prints, never the model or
-# the data its checkpoint was made with.
+# What a resumed run may change: how long it trains, what it prints and how fast this
+# machine runs it, never the model or the data its checkpoint was made with.
 RESUMABLE_CHANGES = ("trainer.max_epochs", "trainer.max_steps", "checkpoint_every_s",
-                     "trainer.enable_progress_bar")  # fmt: skip
+                     "trainer.enable_progress_bar", "steps_per_call", "cuda_graph")  # fmt: skip
 
 
 def resumed_task(saved: list[str], given: list[str]) -> list[str]:

@@ -25,6 +25,7 @@ from typing import Any
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 RESULT = "result.json"  # a run's record: metrics, settings and status
+FEATURE_ERRORS = "feature_errors.csv"  # a vector run's test error per feature
 NOT_JOB_SETTINGS = ("resume", "ckpt_path")  # overrides that say where to continue, not what
 
 
@@ -36,6 +37,9 @@ Output = StrEnum("Output", ["sigmoid", "identity", "clamp"])
 Loss = StrEnum("Loss", ["mse", "sse", "bce", "l1"])
 ModelKind = StrEnum("ModelKind", ["mlp", "residual"])
 Select = StrEnum("Select", ["last", "best"])
+Scale = StrEnum("Scale", ["auto", "minmax", "standard", "none"])
+UNITS = {"minmax": "values in [0, 1]", "standard": "standardised features",
+         "none": "values as stored"}  # what an error sums over, per data.scale  # fmt: skip
 MatmulPrecision = StrEnum("MatmulPrecision", ["highest", "high", "medium"])
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 # Not 16-true: float16 weights under Adam (eps 1e-8 is 0 in float16) diverge within steps.
@@ -46,9 +50,12 @@ PRECISIONS = ("32-true", "32", "64-true", "64", "16-mixed", "bf16-mixed", "bf16-
 class DataConfig:
     name: str = MISSING
     root: str = MISSING
-    image_shape: list[int] = MISSING
-    n_val: int = MISSING
-    n_test: int | None = None  # data without an official test split hold one out
+    image_shape: list[int] | None = None  # null: from the data (data=array)
+    path: str | None = None  # data=array: a .npy, .npz, .pt or .csv file
+    label_column: str | None = None  # data=array, .csv: the column of integer labels
+    scale: Scale = Scale.auto  # auto: images to [0, 1], other vectors standardised
+    n_val: Any = None  # a count, a fraction of the rows, or null (data=array: 10%)
+    n_test: Any = None  # data without an official test split hold one out (count, fraction)
     download: bool = False
     split_seed: int = 0
     subset: int | None = None
@@ -73,7 +80,7 @@ class LossConfig:
 
 @dataclass
 class SweepConfig:
-    dims: list[int] = MISSING
+    dims: list[int] | None = None  # null: the data's d and the powers of two below it
     seeds: list[int] | None = None  # several: every dim once per seed (null: `seed` alone)
 
 
@@ -88,7 +95,7 @@ class TrainConfig:
     resume: str | None = None
     checkpoint_every_s: float = 10.0
     threads: int | None = None
-    steps_per_call: int | None = None  # null: 32 on one CUDA device, 8 on one CPU, else 1
+    steps_per_call: int | None = None  # null: 32 on one CUDA device, else 1
     cuda_graph: bool = True
     select: Select = Select.last  # best: the weights of the best validation (val_mse)
     patience: int | None = None  # stop after this many validations without a better one
@@ -171,7 +178,27 @@ def _describe(tp: Any) -> str:
 
 def input_dim(cfg: DictConfig) -> int:
     """Pixels per image, from the data config's declared image shape."""
+    if cfg.data.image_shape is None:
+        _fail("data.path", cfg.data.path, "must name a .npy, .npz, .pt or .csv file")
     return math.prod(int(s) for s in cfg.data.image_shape)
+
+
+LECTURE_DIMS = [784, 256, 64, 32, 16, 8, 4, 2, 1]
+
+
+def default_dims(d: int) -> list[int]:
+    """The sizes a sweep runs when sweep.dims is null: d and the powers of two below it;
+    the lecture's list for MNIST's d = 784."""
+    if d == 784:
+        return LECTURE_DIMS
+    return [d, *(2**i for i in reversed(range(math.ceil(math.log2(d)))))]
+
+
+def check_split_size(key: str, value: Any) -> None:
+    """data.n_val / data.n_test: null, a count >= 1 or a fraction in (0, 1)."""
+    ok = value is None or (_is_int(value) and value >= 1)
+    if not ok and not (_is_number(value) and 0 < value < 1):
+        _fail(key, value, "must be a count >= 1, a fraction in (0, 1) or null")
 
 
 def _fail(key: str, value: Any, allowed: str) -> None:
@@ -215,19 +242,24 @@ def validate_dims(key: str, dims: Any, d: int) -> list[int]:
 
 # Integer settings with a lower bound the schema's types cannot say (null is allowed).
 AT_LEAST = {"seed": 0, "threads": 1, "steps_per_call": 1, "patience": 1, "data.subset": 1,
-            "data.batch_size": 1, "data.n_val": 1, "data.n_test": 1,
+            "data.batch_size": 1,
             "trainer.max_epochs": 1}  # fmt: skip
 
 
-def validate(cfg: DictConfig) -> None:
+def validate(cfg: DictConfig, d: int | None = None, unit_range: bool = True) -> None:
     """Check one job's composed config beyond its types; raise ConfigError on the first bad
-    setting. Reads nothing but the config: the data's files (data.check_available) and the
-    machine's devices (check_machine) are checked apart."""
-    if not all(s > 0 for s in cfg.data.image_shape):
-        _fail("data.image_shape", cfg.data.image_shape, "must be a list of positive integers")
-    d = input_dim(cfg)
+    setting. Reads nothing but the config and what data.check_available found in the data
+    (`d` features, whether they are scaled into [0, 1]); the data's files and the machine's
+    devices (check_machine) are checked apart."""
+    shape = cfg.data.image_shape
+    if shape is not None and not all(s > 0 for s in shape):
+        _fail("data.image_shape", shape, "must be a list of positive integers")
+    d = input_dim(cfg) if d is None else d
     _check_int("dim_z", cfg.dim_z, 1, d)
-    validate_dims("sweep.dims", cfg.sweep.dims, d)
+    if cfg.sweep.dims is not None:
+        validate_dims("sweep.dims", cfg.sweep.dims, d)
+    check_split_size("data.n_val", cfg.data.n_val)
+    check_split_size("data.n_test", cfg.data.n_test)
     for key, low in AT_LEAST.items():
         value = OmegaConf.select(cfg, key)
         if value is not None or key == "trainer.max_epochs":
@@ -245,6 +277,9 @@ def validate(cfg: DictConfig) -> None:
         )
     if model.center and model.output != Output.identity:
         _fail("model.center", True, "needs model.output=identity (the mean is added back)")
+    if not unit_range and model.output == Output.sigmoid:
+        _fail("model.output", "sigmoid", f"data.scale={cfg.data.scale} puts the data outside "
+              f"[0, 1]; use model.output=identity, or data.scale=minmax")  # fmt: skip
     if cfg.loss.name == Loss.bce and model.output != Output.sigmoid:
         _fail("loss", "bce", f"needs model.output=sigmoid; got model.output={model.output}")
 

@@ -1,4 +1,5 @@
-"""Datasets as in-memory float tensors in [0, 1] with fixed splits.
+"""Datasets as in-memory float tensors (images in [0, 1], other vectors standardised) with
+fixed splits.
 
 MNIST is 47 MB as float32, so the whole split lives in one tensor and a training step is a
 slice of it: no per-sample PIL transform or collate in the hot loop.
@@ -14,25 +15,31 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
+from aesweep.arrays import ArrayData, read_array
 from aesweep.config import ConfigError
 from aesweep.io import save_torch
 
-TORCHVISION_FILES = {
-    "mnist": (
-        "MNIST",
-        "train-images-idx3-ubyte",
-        "train-labels-idx1-ubyte",
-        "t10k-images-idx3-ubyte",
-        "t10k-labels-idx1-ubyte",
-    ),
-}
-TORCHVISION_FILES["fashion_mnist"] = ("FashionMNIST", *TORCHVISION_FILES["mnist"][1:])
+IDX = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+       "t10k-labels-idx1-ubyte")  # fmt: skip
+CIFAR = (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta")
+# name -> (torchvision class, folder under data.root, its files, how they get there)
+UNZIPPED = "put these unzipped IDX files there"
+TORCHVISION = {
+    "mnist": ("MNIST", "MNIST/raw", IDX, UNZIPPED),
+    "fashion_mnist": ("FashionMNIST", "FashionMNIST/raw", IDX, UNZIPPED),
+    "cifar10": ("CIFAR10", "cifar-10-batches-py", CIFAR,
+                "extract cifar-10-python.tar.gz into data.root"),
+}  # fmt: skip
+NAMES = ("mnist5k", *TORCHVISION, "array")
+DEFAULT_HOLDOUT = 0.1  # data.n_val / data.n_test null: 10% each, at most MAX_HOLDOUT rows
+MAX_HOLDOUT = 10_000
+MIN_TRAIN = 2  # rows: a mean and a spread need two
 
 
 class DataError(RuntimeError):
@@ -40,23 +47,78 @@ class DataError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class Scaling:
+    """What the model sees: (x - offset) / scale, per feature or by one number for all
+    (offset and scale are (d,) or (1,)). `kind` is minmax (into [0, 1] by the training
+    split's range), standard (the training split's mean and std per feature) or none."""
+
+    kind: str
+    offset: Tensor
+    scale: Tensor
+
+    def apply(self, x: Tensor) -> Tensor:
+        """Data as stored -> the space the model, PCA and the metrics work in."""
+        return x.float().sub(self.offset).div_(self.scale).contiguous()
+
+    def invert(self, x: Tensor) -> Tensor:
+        """The model's space (codes decoded, reconstructions) -> the data's own units."""
+        return x * self.scale + self.offset
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "offset": self.offset.tolist(), "scale": self.scale.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Scaling:
+        return cls(d["kind"], torch.tensor(d["offset"]), torch.tensor(d["scale"]))
+
+
+def fit_scaling(kind: str, train_x: Tensor, per_feature: bool) -> Scaling:
+    """The statistics of `kind` from the training split (n, d); a constant feature keeps
+    scale 1. Pixels (per_feature=False) share one range, so an image stays an image."""
+    x = train_x if train_x.is_floating_point() else train_x.float()
+    if kind == "minmax":
+        low, high = (x.amin(0), x.amax(0)) if per_feature else (x.min()[None], x.max()[None])
+        offset, scale = low, high - low
+    elif kind == "standard":
+        scale, offset = torch.std_mean(x, dim=0) if len(x) > 1 else (None, x[0])
+        scale = torch.ones_like(offset) if scale is None else scale
+    else:
+        offset, scale = torch.zeros(1), torch.ones(1)
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    return Scaling(kind, offset.float(), scale.float())
+
+
+def scale_kind(scale: str, pixels: bool) -> str:
+    """data.scale=auto: pixels (images, whole numbers in [0, 255]) by their range into
+    [0, 1], which the default model's clipped output fits; other vectors standardised."""
+    return ("minmax" if pixels else "standard") if scale == "auto" else str(scale)
+
+
+@dataclass(frozen=True)
 class Splits:
-    """Flattened images (n, d) in [0, 1] and integer labels (n,) for each split."""
+    """Flattened rows (n, d) for each split, scaled as `scaling` says, and integer labels
+    (n,) where the data have them."""
 
     train_x: Tensor
-    train_y: Tensor
+    train_y: Tensor | None
     val_x: Tensor
-    val_y: Tensor
+    val_y: Tensor | None
     test_x: Tensor
-    test_y: Tensor
-    image_shape: tuple[int, ...]
+    test_y: Tensor | None
+    image_shape: tuple[int, ...] | None  # (C, H, W); None for vectors
+    scaling: Scaling | None = None
+    feature_names: tuple[str, ...] | None = None
+    unit_range: bool = True  # the scaled data lie in [0, 1] (the output may clip to it)
 
     @property
     def input_dim(self) -> int:
         return self.train_x.shape[1]
 
     def display_indices(self, per_class: int = 1) -> Tensor:
-        """The first test image of each label: the fixed digits every reconstruction grid shows."""
+        """The first test image of each label (the first ten without labels): the fixed
+        images every reconstruction grid shows."""
+        if self.test_y is None:
+            return torch.arange(min(10, len(self.test_x)))
         picks = [
             (self.test_y == label).nonzero().flatten()[:per_class]
             for label in self.test_y.unique(sorted=True)
@@ -64,45 +126,82 @@ class Splits:
         return torch.cat(picks)
 
 
-def load_splits(cfg: DictConfig) -> Splits:
-    """Load `cfg` (a `data` config) as train/val/test tensors; the split is seeded by
-    `split_seed` alone, so it is the same for every run whatever the run's seed."""
+@dataclass(frozen=True)
+class DataFacts:
+    """What the preflight learns from the data before any job starts."""
+
+    input_dim: int
+    unit_range: bool
+
+
+def load_source(cfg: DictConfig) -> ArrayData:
+    """The data as stored: (n, d) rows, labels, an official test split where there is one."""
     root = data_root(cfg)
+    if cfg.name == "array":
+        return read_array(str(cfg.path), cfg.label_column, cfg.image_shape)
     if cfg.name == "mnist5k":
         x, y = load_mnist5k(root)
         x_test, y_test = None, None
-    elif cfg.name in TORCHVISION_FILES:
+    elif cfg.name in TORCHVISION:
         x, y, x_test, y_test = load_torchvision(cfg.name, root, bool(cfg.download))
     else:
-        raise DataError(
-            f"data.name={cfg.name} is unknown: must be one of mnist5k, mnist, fashion_mnist"
-        )
-
+        raise DataError(f"data.name={cfg.name} is unknown: must be one of {', '.join(NAMES)}")
     shape = tuple(int(s) for s in cfg.image_shape)
     if x.shape[1] != math.prod(shape):
         raise DataError(
             f"data.image_shape={list(shape)} does not match the {x.shape[1]} pixels per image "
             f"of data={cfg.name}"
         )
+    return ArrayData(x, y, x_test, y_test, shape, None)
+
+
+def split_sizes(cfg: DictConfig, n: int, has_test: bool) -> tuple[int, int]:
+    """(n_val, n_test) in rows from data.n_val / data.n_test (counts or fractions of the
+    n rows; null: 10%, at most 10,000); n_test is 0 when the data bring their test split."""
+
+    def rows(value: Any) -> int:
+        if value is None:
+            return min(max(1, round(DEFAULT_HOLDOUT * n)), MAX_HOLDOUT)
+        return int(value) if isinstance(value, int) else max(1, round(value * n))
+
+    n_val, n_test = rows(cfg.n_val), 0 if has_test else rows(cfg.n_test)
+    if n - n_val - n_test < MIN_TRAIN:
+        where = f"data={cfg.name}" + (f" ({cfg.path})" if cfg.name == "array" else "")
+        raise ConfigError(
+            f"{where} has {n} rows: too few for {n_val} validation"
+            f"{'' if has_test else f' and {n_test} test'} rows and {MIN_TRAIN} training rows; "
+            f"lower data.n_val/data.n_test (counts or fractions) or bring more rows"
+        )
+    return n_val, n_test
+
+
+def load_splits(cfg: DictConfig) -> Splits:
+    """Load `cfg` (a `data` config) as train/val/test tensors; the split is seeded by
+    `split_seed` alone, so it is the same for every run whatever the run's seed. Scaled by
+    statistics of the training split (before data.subset caps it)."""
+    source = load_source(cfg)
+    x, y = source.x, source.y
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(cfg.split_seed))
-    x, y = x[order], y[order]
-    n_val = int(cfg.n_val)
+    x, y = x[order], y[order] if y is not None else None
+    n_val, n_test = split_sizes(cfg, len(x), has_test=source.x_test is not None)
+    x_test, y_test = source.x_test, source.y_test
     if x_test is None:
-        n_test = int(cfg.n_test)
-        x_test, y_test = x[:n_test], y[:n_test]
-        x, y = x[n_test:], y[n_test:]
-    val_x, val_y, train_x, train_y = x[:n_val], y[:n_val], x[n_val:], y[n_val:]
-    if len(train_x) == 0:
-        raise DataError(f"data={cfg.name} has no training images left after the val/test split")
-    if cfg.subset is not None:
-        train_x, train_y = train_x[: cfg.subset], train_y[: cfg.subset]
-
-    def as_float(t: Tensor) -> Tensor:
-        return t.float().div_(255.0).contiguous()
-
-    return Splits(
-        as_float(train_x), train_y, as_float(val_x), val_y, as_float(x_test), y_test, shape
+        x_test, y_test = x[:n_test], y[:n_test] if y is not None else None
+        x, y = x[n_test:], y[n_test:] if y is not None else None
+    val_x, train_x = x[:n_val], x[n_val:]
+    val_y, train_y = (y[:n_val], y[n_val:]) if y is not None else (None, None)
+    scaling = fit_scaling(
+        scale_kind(cfg.get("scale", "auto"), source.pixels), train_x, not source.pixels
     )
+    if cfg.subset is not None:
+        train_x = train_x[: cfg.subset]
+        train_y = train_y[: cfg.subset] if train_y is not None else None
+    train_x = scaling.apply(train_x)
+    unit = bool(train_x.min() >= 0 and train_x.max() <= 1)
+    return Splits(
+        train_x, train_y, scaling.apply(val_x), val_y, scaling.apply(x_test), y_test,
+        source.image_shape, scaling, source.feature_names, unit,
+    )  # fmt: skip
 
 
 def data_root(cfg: DictConfig) -> Path:
@@ -140,57 +239,82 @@ def load_mnist5k(root: Path) -> tuple[Tensor, Tensor]:
     return x, y
 
 
-def check_available(cfg: DictConfig) -> None:
-    """Before any job starts: data.root is a folder, and offline torchvision data are already
-    in it. Says which files go where."""
+def check_available(cfg: DictConfig) -> DataFacts:
+    """Before any job starts: data.root is a folder, offline torchvision data are already
+    in it (says which files go where), and a data.path file reads and checks; returns what
+    validate needs from the data."""
     root = data_root(cfg)
     if root.exists() and not root.is_dir():
         raise ConfigError(
             f"data.root={cfg.root} is invalid: must be a folder (this path is a file)"
         )
-    if cfg.name in TORCHVISION_FILES and not cfg.download:
-        missing = missing_idx_files(cfg.name, root)
+    if cfg.name in TORCHVISION and not cfg.download:
+        missing = missing_files(cfg.name, root)
         if missing:
             raise ConfigError(missing_files_message(cfg.name, root, missing))
+    if cfg.name != "array":
+        shape = cfg.image_shape or []
+        return DataFacts(
+            math.prod(int(s) for s in shape), cfg.get("scale", "auto") in ("auto", "minmax")
+        )
+    if cfg.path is None:
+        raise ConfigError("data.path=null is invalid: data=array needs a .npy, .npz, .pt or "
+                          ".csv file, e.g. data.path=features.npy")  # fmt: skip
+    source = read_array(str(cfg.path), cfg.label_column, cfg.image_shape)
+    split_sizes(cfg, len(source.x), has_test=source.x_test is not None)
+    kind = scale_kind(cfg.get("scale", "auto"), source.pixels)
+    unit = kind == "minmax" or (kind == "none" and source.x.min() >= 0 and source.x.max() <= 1)
+    return DataFacts(source.x.shape[1], bool(unit))
 
 
-def missing_idx_files(name: str, root: Path) -> list[str]:
-    """The IDX files of a torchvision dataset not (yet) under root/<Folder>/raw."""
-    folder, *files = TORCHVISION_FILES[name]
-    return [f for f in files if not (root / folder / "raw" / f).is_file()]
+def missing_files(name: str, root: Path) -> list[str]:
+    """The files of a torchvision dataset not (yet) in their folder under root."""
+    _, folder, files, _ = TORCHVISION[name]
+    return [f for f in files if not (root / folder / f).is_file()]
 
 
 def missing_files_message(name: str, root: Path, missing: list[str]) -> str:
-    raw = root / TORCHVISION_FILES[name][0] / "raw"
+    _, folder, _, how = TORCHVISION[name]
     return (
-        f"data={name}: {', '.join(missing)} not found in {raw}; put these unzipped IDX files "
-        f"there, or add data.download=true (needs internet)"
+        f"data={name}: {', '.join(missing)} not found in {root / folder}; {how}, or add "
+        f"data.download=true (needs internet)"
     )
 
 
 def load_torchvision(name: str, root: Path, download: bool) -> tuple[Tensor, ...]:
-    """Official train and test tensors (uint8, flattened) of a torchvision dataset. Reads the
-    dataset's `.data`/`.targets` directly: no per-sample transform."""
+    """Official train and test tensors (uint8, flattened channels first) of a torchvision
+    dataset. Reads the dataset's `.data`/`.targets` directly: no per-sample transform.
+    (CIFAR-10's batches are Python pickles, which torchvision unpickles: docs/data.md.)"""
     from torchvision import datasets
 
-    folder, *_ = TORCHVISION_FILES[name]
-    raw = root / folder / "raw"
-    missing = missing_idx_files(name, root)
+    cls_name, folder, files, _ = TORCHVISION[name]
+    missing = missing_files(name, root)
     if missing and not download:
         raise DataError(missing_files_message(name, root, missing))
-    cls = getattr(datasets, folder)
+    cls = getattr(datasets, cls_name)
     try:
         train = cls(str(root), train=True, download=download)
         test = cls(str(root), train=False, download=download)
-    except Exception as e:  # torchvision's IDX reader fails in many ways on damaged files
+    except Exception as e:  # torchvision's readers fail in many ways on damaged files
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if missing:
-            raise DataError(f"data={name}: download into {raw} failed: {first_line}") from e
+            raise DataError(
+                f"data={name}: download into {root / folder} failed: {first_line}"
+            ) from e
+        kind = "IDX files" if files == IDX else "files"
         raise DataError(
-            f"data={name}: the IDX files in {raw} are damaged ({first_line}); replace them, "
-            f"or delete them and add data.download=true"
+            f"data={name}: the {kind} in {root / folder} are damaged ({first_line}); replace "
+            f"them, or delete them and add data.download=true"
         ) from e
-    return (train.data.flatten(1), train.targets.long(), test.data.flatten(1), test.targets.long())
+
+    def images(data: Any) -> Tensor:  # CIFAR's are numpy (n, H, W, C): channels first
+        t = torch.as_tensor(data)
+        return (t.permute(0, 3, 1, 2) if t.ndim == 4 else t).flatten(1).contiguous()
+
+    def targets(d: Any) -> Tensor:
+        return torch.as_tensor(d.targets).long()
+
+    return images(train.data), targets(train), images(test.data), targets(test)
 
 
 class TensorBatches:
@@ -245,44 +369,3 @@ class TensorBatches:
         if self.chunk == 1:
             return batches
         return iter(lambda: list(itertools.islice(batches, self.chunk)), [])
-
-
-class TensorDataModule(pl.LightningDataModule):
-    """Serves Splits to a Trainer from the training device: the splits move there once, and
-    every batch is a slice there. Under DDP each rank trains on an equal shard."""
-
-    def __init__(
-        self,
-        splits: Splits,
-        batch_size: int,
-        seed: int = 0,
-        steps_per_call: int = 1,
-        eval_batch_size: int = 1000,
-    ) -> None:
-        super().__init__()
-        self.splits, self.batch_size, self.seed = splits, batch_size, seed
-        self.steps_per_call, self.eval_batch_size = steps_per_call, eval_batch_size
-
-    def setup(self, stage: str) -> None:
-        device = self.trainer.strategy.root_device
-        self.train_x = self.splits.train_x.to(device)
-        self.val_x = self.splits.val_x.to(device)
-
-    def _position(self) -> tuple[int, int]:
-        """(epoch, batches done in it), as Lightning's loops count them (restored on resume)."""
-        return (
-            self.trainer.current_epoch,
-            self.trainer.fit_loop.epoch_loop.batch_progress.current.ready,
-        )
-
-    def train_dataloader(self) -> TensorBatches:
-        x, world = self.train_x, self.trainer.world_size
-        if world > 1:  # equal shards, or ranks would disagree on the number of steps
-            per_rank = len(x) // world
-            x = x[self.trainer.global_rank * per_rank : (self.trainer.global_rank + 1) * per_rank]
-        return TensorBatches(
-            x, self.batch_size, True, self.seed, self._position, chunk=self.steps_per_call
-        )
-
-    def val_dataloader(self) -> TensorBatches:
-        return TensorBatches(self.val_x, self.eval_batch_size, shuffle=False)

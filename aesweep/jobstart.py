@@ -1,10 +1,12 @@
-"""The first code of an aesweep SLURM job: `python -u -m aesweep.jobstart ... FOLDER` runs
-submitit's job entry point (submitit.core._submit) with the time-limit warning held.
+"""The first code of an aesweep SLURM job: `env --block-signal=USR2 python -u -m
+aesweep.jobstart ... FOLDER` runs submitit's job entry point (submitit.core._submit) with the
+time-limit warning held.
 
 SLURM checks time limits every 30 s, so its warning (USR2) may come up to 30 s before the
-`signal_delay_s` asked for: with a short limit, while a requeued job is still loading. USR2's
-default action would kill the job there, before submitit has installed its handler; held
-here instead, training acts on it at its first step (aesweep.requeue.StopOnTimeLimit).
+`signal_delay_s` asked for, and a requeued job whose whole limit lies in that window gets it
+as it starts. USR2's default action would kill the job there, before submitit has installed
+its handler: blocked from exec on, and held here, training acts on it instead
+(aesweep.requeue.StopOnTimeLimit).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ def hold(signum: int, frame: Any) -> None:
 
 def main() -> None:
     signal.signal(signal.SIGUSR2, hold)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR2})  # one that came is held now
     from submitit.core.submission import process_job
 
     from aesweep.config import quiet_launcher_schema

@@ -1,58 +1,31 @@
-"""The MLP autoencoder and the LightningModule that trains and scores it."""
+"""The LightningModule that trains an AutoEncoderNet: loss, steps, logging, optimizer groups.
+
+Lightning's own loop runs every step here; fast.py chunks steps (and replays CUDA graphs) on
+a GPU, where that pays.
+"""
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
-from torch import Tensor, nn
+from torch import Tensor
 
-from aesweep.config import Activation
-
-TORCH_ACTIVATIONS: dict[Activation, type[nn.Module]] = {
-    Activation.relu: nn.ReLU,
-    Activation.leaky_relu: nn.LeakyReLU,
-    Activation.elu: nn.ELU,
-    Activation.gelu: nn.GELU,
-    Activation.silu: nn.SiLU,
-    Activation.sigmoid: nn.Sigmoid,
-    Activation.tanh: nn.Tanh,
-    Activation.identity: nn.Identity,
-}
+from aesweep.nets import AutoEncoderNet
 
 
 class DivergenceError(RuntimeError):
     """The training loss stopped being finite."""
 
 
-def mlp(widths: list[int], activation: str) -> nn.Sequential:
-    """Linear layers through `widths`, the activation between them but not after the last:
-    the code and the output logits stay linear."""
-    layers: list[nn.Module] = []
-    for i, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
-        if i > 0 and activation != "identity":
-            layers.append(TORCH_ACTIVATIONS[Activation(activation)]())
-        layers.append(nn.Linear(n_in, n_out))
-    return nn.Sequential(*layers)
+class AutoEncoder(AutoEncoderNet, pl.LightningModule):
+    """An AutoEncoderNet and its training recipe; its state_dict is the net's, so a checkpoint
+    loads into either. Training sees a leaky clamp (slope 0.01 outside [0, 1])."""
 
-
-class AutoEncoder(pl.LightningModule):
-    """x -> z = enc(x) -> x_hat = dec(z); the decoder mirrors the encoder's widths.
-
-    kind=mlp: the MLPs are the encoder and decoder (`hidden=[]` is the lecture's AE).
-    kind=residual: z = W_e x + b_e + g(x) and x_hat = W_d z + b_d + h(z), where g and h are
-    the MLPs with their last layers starting at zero and the linear path starts at PCA
-    (init_from_pca): at step 0 the model IS PCA, and training can only add to it.
-
-    `center=True` subtracts the training mean before encoding and adds it back after decoding
-    (PCA's setting). output=clamp clips pixels to [0, 1] (training sees a leaky clip, slope
-    0.01 outside, so the gradient never dies). Metrics are always in pixel space: `*_mse` is
-    per pixel, `*_sse` is the sum of squared errors per image.
-    """
+    steps_per_call = 1  # optimizer steps per training_step (fast.py: more)
 
     def __init__(
         self,
@@ -65,64 +38,16 @@ class AutoEncoder(pl.LightningModule):
         optimizer: dict[str, Any] | None = None,
         scheduler: dict[str, Any] | None = None,
         center: bool = False,
-        steps_per_call: int = 1,
         kind: str = "mlp",
         input_noise: float = 0.0,
         linear_lr_scale: float = 1.0,
         seed: int = 0,
-        cuda_graph: bool = True,
     ) -> None:
-        super().__init__()
+        super().__init__(input_dim, dim_z, hidden, activation, output, center, kind)
         self.save_hyperparameters()
-        self.automatic_optimization = steps_per_call == 1  # else training_step steps itself
-        self.encoder = mlp([input_dim, *hidden, dim_z], activation)
-        self.decoder = mlp([dim_z, *reversed(hidden), input_dim], activation)
-        self.register_buffer("mean", torch.zeros(input_dim))
-        self.residual = kind == "residual"
-        if self.residual:
-            self.linear_encoder = nn.Linear(input_dim, dim_z)
-            self.linear_decoder = nn.Linear(dim_z, input_dim)
-            for branch in (self.encoder, self.decoder):
-                nn.init.zeros_(branch[-1].weight)
-                nn.init.zeros_(branch[-1].bias)
 
-    @torch.no_grad()
-    def init_from_pca(self, mean: Tensor, components: Tensor) -> None:
-        """Start the residual model's linear path at PCA: mean (d,), components (k, d)."""
-        self.linear_encoder.weight.copy_(components)
-        self.linear_encoder.bias.copy_(-(components @ mean))
-        self.linear_decoder.weight.copy_(components.T)
-        self.linear_decoder.bias.copy_(mean)
-
-    def encode(self, x: Tensor) -> Tensor:
-        """Images (n, input_dim) in [0, 1] to codes (n, dim_z)."""
-        x = x - self.mean if self.hparams.center else x
-        z = self.encoder(x)
-        return z + self.linear_encoder(x) if self.residual else z
-
-    def decode_logits(self, z: Tensor) -> Tensor:
-        """Decoder output before the output activation (what BCE-with-logits needs)."""
-        out = self.decoder(z)
-        out = out + self.linear_decoder(z) if self.residual else out
-        return out + self.mean if self.hparams.center else out
-
-    def decode(self, z: Tensor) -> Tensor:
-        """Codes (n, dim_z) to pixels (n, input_dim), the output activation applied."""
-        return self._output(self.decode_logits(z), leak=0.0)
-
-    def _output(self, out: Tensor, leak: float) -> Tensor:
-        if self.hparams.output == "sigmoid":
-            return torch.sigmoid(out)
-        if self.hparams.output == "clamp":
-            clipped = out.clamp(0, 1)
-            return clipped + leak * (out - clipped) if leak else clipped
-        return out
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.decode(self.encode(x))
-
-    def _loss(self, x: Tensor, training: bool = False) -> Tensor:
-        return self._loss_of(x, self._draw_noise(x) if training else None)
+    def _training_loss(self, x: Tensor) -> Tensor:
+        return self._loss_of(x, self._draw_noise(x))
 
     def _draw_noise(self, x: Tensor, out: Tensor | None = None) -> Tensor | None:
         """The step's input noise (None without), seeded by (seed, step): a resumed run
@@ -148,49 +73,12 @@ class AutoEncoder(pl.LightningModule):
             return (x_hat - x).float().pow(2).sum(dim=1).mean()
         return F.mse_loss(x_hat, x) if name == "mse" else F.l1_loss(x_hat, x)
 
-    def training_step(self, batch: Tensor | list[Tensor], batch_idx: int) -> Tensor | None:
-        """One optimizer step on a mini-batch (Lightning's own loop), or, with
-        steps_per_call > 1, one per mini-batch of a chunk: the same updates in the same order,
-        with Lightning's per-step cost paid once per chunk."""
-        if self.automatic_optimization:
-            loss = self._loss(batch, training=True)
-            self._track(loss, len(batch))
-            self._sync_every_n_steps(1)
-            return loss
-        optimizer, scheduler = self.optimizers(), self.lr_schedulers()
-        for x in batch:
-            self._track(self._forward_backward(x, optimizer), len(x))
-            optimizer.step()
-            if scheduler is not None and self._interval == "step":
-                scheduler.step()
-        last = batch_idx + 1 == self.trainer.num_training_batches
-        if scheduler is not None and self._interval == "epoch" and last:
-            scheduler.step()  # where Lightning steps an epoch scheduler
-        self._sync_every_n_steps(len(batch))
-        return None
-
-    def _forward_backward(self, x: Tensor, optimizer: Any) -> Tensor:
-        """The loss of mini-batch x, its gradients in the parameters' .grad: replayed from
-        the CUDA graph where one applies (cuda_graph=true, chunked steps on one CUDA device
-        at a true precision), else computed eagerly."""
-        if self._graph is None and self._graphs:
-            self._graph = CapturedStep(self, x)
-        if self._graph is not None and x.shape == self._graph.x.shape:
-            self._draw_noise(x, out=self._graph.noise)
-            return self._graph.run(x)
-        loss = self._loss(x, training=True)
-        optimizer.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        return loss.detach()
-
-    def _graph_blocker(self) -> str | None:
-        """Why chunked steps on this CUDA device cannot replay a graph (None: they can):
-        several devices sync gradients in Lightning's backward; mixed precisions autocast."""
-        if self.trainer.world_size > 1:
-            return f"{self.trainer.world_size} devices"
-        if not str(self.trainer.precision).endswith("-true"):
-            return f"trainer.precision={self.trainer.precision} autocasts"
-        return None
+    def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
+        """One optimizer step on a mini-batch, through Lightning's own loop."""
+        loss = self._training_loss(batch)
+        self._track(loss, len(batch))
+        self._sync_every_n_steps(1)
+        return loss
 
     def _track(self, loss: Tensor, n: int) -> None:
         """Keep the step's loss on the device (no host sync per step: each one would stall
@@ -233,12 +121,6 @@ class AutoEncoder(pl.LightningModule):
 
     def on_train_start(self) -> None:
         self._noise = torch.Generator(device=self.device)
-        self._graph: CapturedStep | None = None
-        chunked_cuda = not self.automatic_optimization and self.device.type == "cuda"
-        self._graphs = bool(self.hparams.cuda_graph and chunked_cuda)
-        if self._graphs and (blocker := self._graph_blocker()):
-            print(f"aesweep: cuda_graph=true runs eagerly: {blocker}", file=sys.stderr)
-            self._graphs = False
         self.on_train_epoch_start()  # a run resumed mid-epoch starts without that hook
 
     def on_train_epoch_start(self) -> None:
@@ -262,26 +144,10 @@ class AutoEncoder(pl.LightningModule):
         self.log("val_mse", F.mse_loss(x_hat, batch), **log)  # what select=best ranks
 
     def configure_optimizers(self) -> Any:
-        """The configured optimizer and scheduler, in three parameter groups. Weight decay
-        acts on weight matrices only: on the residual model's branches it pulls the model
-        toward PCA; biases are offsets, not capacity (the first decoder layer's biases place
-        its kinks along a code that spans tens of units at k = 1), and the PCA path would be
-        pulled away from PCA. The PCA path also runs at lr x linear_lr_scale. A scheduler
-        may say `interval: step` (stepped after every optimizer step) and `T_max: null` (the
-        run's length: its optimizer steps or epochs)."""
-        linear: list[Tensor] = []
-        weights: list[Tensor] = []
-        biases: list[Tensor] = []
-        for name, p in self.named_parameters():
-            (linear if name.startswith("linear_") else weights if p.ndim >= 2 else biases).append(p)
-        lr = self.hparams.optimizer["lr"]
-        scale = self.hparams.linear_lr_scale
-        groups = [
-            {"params": weights},
-            {"params": biases, "weight_decay": 0.0},
-            {"params": linear, "lr": lr * scale, "weight_decay": 0.0},
-        ]
-        groups = [g for g in groups if g["params"]]
+        """The configured optimizer in parameter_groups, and scheduler. A scheduler may say
+        `interval: step` (stepped after every optimizer step) and `T_max: null` (the run's
+        length: its optimizer steps or epochs)."""
+        groups = parameter_groups(self, self.hparams.optimizer["lr"], self.hparams.linear_lr_scale)
         optimizer = instantiate(self.hparams.optimizer)(groups)
         settings = dict(self.hparams.scheduler or {})
         self._interval = settings.pop("interval", "epoch")
@@ -301,50 +167,28 @@ class AutoEncoder(pl.LightningModule):
             "lr_scheduler": {"scheduler": scheduler, "interval": self._interval},
         }
 
-    @property
-    def n_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
 
-
-class CapturedStep:
-    """One training step's forward and backward on a full mini-batch, recorded once in a
-    CUDA graph and replayed for every one after: one launch instead of one per kernel (these
-    small models are bound by kernel launches, not by arithmetic). It computes exactly what
-    the eager step computes, from the same input and noise, copied into its static buffers;
-    the optimizer and the scheduler still step through Lightning, so lr, schedules and the
-    step count behave as without it. Warm-up runs compute gradients but apply none."""
-
-    def __init__(self, model: AutoEncoder, x: Tensor) -> None:
-        self.params = [p for p in model.parameters() if p.requires_grad]
-        self.x = x.detach().clone()
-        self.noise = torch.zeros_like(x) if model.hparams.input_noise > 0 else None
-
-        def loss_and_grads() -> tuple[Tensor, tuple[Tensor, ...]]:
-            loss = model._loss_of(self.x, self.noise)
-            return loss, torch.autograd.grad(loss, self.params)
-
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # cuBLAS handles and workspaces, outside the graph
-            for _ in range(3):
-                loss_and_grads()
-        torch.cuda.current_stream().wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.loss, self.grads = loss_and_grads()
-
-    def run(self, x: Tensor) -> Tensor:
-        """The loss of x (a copy: the next replay overwrites the graph's), grads in .grad."""
-        self.x.copy_(x)
-        self.graph.replay()
-        for param, grad in zip(self.params, self.grads, strict=True):
-            param.grad = grad
-        return self.loss.clone()
+def parameter_groups(net: AutoEncoderNet, lr: float, linear_lr_scale: float) -> list[dict]:
+    """Weight decay acts on weight matrices only: on the residual model's branches it pulls
+    the model toward PCA; biases are offsets, not capacity (the first decoder layer's biases
+    place its kinks along a code that spans tens of units at k = 1), and the PCA path would
+    be pulled away from PCA. The PCA path also runs at lr x linear_lr_scale."""
+    linear: list[Tensor] = []
+    weights: list[Tensor] = []
+    biases: list[Tensor] = []
+    for name, p in net.named_parameters():
+        (linear if name.startswith("linear_") else weights if p.ndim >= 2 else biases).append(p)
+    groups = [
+        {"params": weights},
+        {"params": biases, "weight_decay": 0.0},
+        {"params": linear, "lr": lr * linear_lr_scale, "weight_decay": 0.0},
+    ]
+    return [g for g in groups if g["params"]]
 
 
 @torch.no_grad()
 def score(
-    model: AutoEncoder, splits: dict[str, Tensor], batch_size: int = 1000
+    model: AutoEncoderNet, splits: dict[str, Tensor], batch_size: int = 1000
 ) -> dict[str, float]:
     """`{split}_mse` (per pixel) and `{split}_sse` (per image) of each split, in float32
     whatever precision trained the model, on the model's device. Casts the model to

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from aesweep.config import UNITS, default_dims
 from aesweep.data import Splits, data_root, load_splits
 from aesweep.io import save_torch, write_text
 
@@ -50,20 +51,37 @@ def fit_pca(train_x: Tensor, test_x: Tensor) -> PCAFit:
     """One SVD of the centred training data (float64); the test error for every k follows
     from the test images' coordinates in the principal basis, since the residual of a
     projection onto k orthonormal directions is ||x||^2 - sum of the k squared coordinates."""
-    train = train_x.double()
-    mean = train.mean(dim=0)
-    _, s, vh = torch.linalg.svd(train - mean, full_matrices=False)
-    d = train.shape[1]
+    if train_x.numel() > LARGE:
+        mean, squares, vh = tall_pca(train_x)
+    else:
+        train = train_x.double()
+        mean = train.mean(dim=0)
+        _, s, vh = torch.linalg.svd(train - mean, full_matrices=False)
+        squares = s.pow(2)
+    d = train_x.shape[1]
     if vh.shape[0] < d:  # fewer images than pixels: complete the basis with the null space
         q, _ = torch.linalg.qr(vh.T, mode="complete")
         vh = torch.cat([vh, q[:, vh.shape[0] :].T])
-        s = torch.cat([s, s.new_zeros(d - len(s))])
+        squares = torch.cat([squares, squares.new_zeros(d - len(squares))])
     coords = (test_x.double() - mean) @ vh.T
     total = coords.pow(2).sum(dim=1, keepdim=True)
     residual = total - torch.cat([coords.new_zeros(len(coords), 1), coords.pow(2).cumsum(1)], 1)
     test_sse = residual.clamp_min(0).mean(dim=0)
-    variances = s.pow(2) / max(len(train) - 1, 1)
+    variances = squares / max(len(train_x) - 1, 1)
     return PCAFit(mean.float(), vh.float(), variances.float(), test_sse)
+
+
+LARGE = 2**26  # values; above, PCA reads the training rows in chunks (full MNIST: below)
+
+
+def tall_pca(train_x: Tensor, rows: int = 65536) -> tuple[Tensor, Tensor, Tensor]:
+    """Mean, squared singular values and principal axes (d, d) from the d x d scatter matrix,
+    summed over chunks of rows in float64: a float64 copy of a large training split (and
+    the SVD's n x d factor) would each take twice the data's memory."""
+    mean = sum(c.double().sum(dim=0) for c in train_x.split(rows)) / len(train_x)
+    scatter = sum((c.double() - mean).T @ (c.double() - mean) for c in train_x.split(rows))
+    squares, axes = torch.linalg.eigh(scatter)  # ascending
+    return mean, squares.flip(0).clamp_min(0), axes.flip(1).T
 
 
 def cache_key(train_x: Tensor, test_x: Tensor) -> str:
@@ -73,7 +91,7 @@ def cache_key(train_x: Tensor, test_x: Tensor) -> str:
     digest = hashlib.blake2b(digest_size=12)
     for x in (train_x, test_x):
         digest.update(str((tuple(x.shape), x.dtype)).encode())
-        digest.update(x.contiguous().cpu().numpy().tobytes())
+        digest.update(x.contiguous().cpu().numpy())  # the buffer itself: no copy
     return digest.hexdigest()
 
 
@@ -186,11 +204,12 @@ def run_pca(cfg: Any) -> None:
     fit = pca_of(cfg.data, splits)
     table = pca_table(fit)
     write_text(table.to_csv(index=False), out / "pca_vs_dim.csv")
-    dims = sorted({int(k) for k in cfg.sweep.dims} | {0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512})
+    extra = {0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512}
+    dims = sorted({*(cfg.sweep.dims or default_dims(fit.input_dim)), *extra})
     shown = table[table["k"].isin([k for k in dims if k <= fit.input_dim] + [fit.input_dim])]
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     print(
         f"PCA of data={HydraConfig.get().runtime.choices.data}: {len(splits.train_x)} training, "
-        f"{len(splits.test_x)} test images; error per image = sum over pixels in [0, 1]"
+        f"{len(splits.test_x)} test rows; error per row = sum over {UNITS[splits.scaling.kind]}"
     )
     print(f"written: {out / 'pca_vs_dim.csv'}")

@@ -13,15 +13,17 @@ SCALE, PAD, LABEL_PX, DPI = 3, 2, 130, 100
 
 
 def digit_grid(rows: Sequence[Any], image_shape: Sequence[int]) -> np.ndarray:
-    """One grey image (H, W) of `rows` of flattened images in [0, 1], one row each,
-    via torchvision's make_grid: H = n_rows * (h + PAD) + PAD, W likewise."""
+    """One image of `rows` of flattened images (C, H, W) in [0, 1], one row each, via
+    torchvision's make_grid: grey (H, W) for C = 1, colour (H, W, 3) for C = 3, with
+    H = n_rows * (h + PAD) + PAD, W likewise."""
     import torch
     from torchvision.utils import make_grid
 
     n_cols = len(rows[0])
     images = torch.cat([torch.as_tensor(np.asarray(r), dtype=torch.float32) for r in rows])
     grid = make_grid(images.view(-1, *image_shape), nrow=n_cols, padding=PAD, pad_value=1.0)
-    return grid[0].clamp(0, 1).numpy()
+    grid = grid.clamp(0, 1)
+    return (grid[0] if image_shape[0] == 1 else grid.permute(1, 2, 0)).numpy()
 
 
 def draw_montage(
@@ -34,7 +36,7 @@ def draw_montage(
     Exactly LABEL_PX + SCALE * W by SCALE * H pixels (see digit_grid)."""
     labels = [first_label, *(label for label, _ in rows)]
     grid = digit_grid([first, *(images for _, images in rows)], image_shape)
-    h, w = grid.shape
+    h, w = grid.shape[:2]
     width, height = LABEL_PX + SCALE * w, SCALE * h
     fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI)
     ax = fig.add_axes((LABEL_PX / width, 0, SCALE * w / width, 1))

@@ -18,7 +18,7 @@ import pandas as pd
 from hydra.experimental.callback import Callback
 from matplotlib.figure import Figure
 
-from aesweep.config import NOT_JOB_SETTINGS, RESULT, job_settings
+from aesweep.config import FEATURE_ERRORS, NOT_JOB_SETTINGS, RESULT, UNITS, job_settings
 from aesweep.io import save_figure, write_text
 from aesweep.plots import DPI, draw_accuracy_vs_dim, draw_montage
 
@@ -62,6 +62,7 @@ DESCRIPTION_COLUMNS = [
     "max_epochs",
     "seed",
     "input_dim",
+    "scale",
     "component_abs_cos",
     "requeued",
     "failed_loggers",
@@ -99,6 +100,7 @@ def collect(sweep_dir: Path) -> pd.DataFrame:
     columns = [*swept, *described]
     table = table[columns].sort_values(["dim_z", *swept], ascending=[False] + [True] * len(swept))
     table = table.reset_index(drop=True)
+    table.attrs["notes"] = sorted({n for r in rows for n in r.get("notes") or []})
     table.attrs["settings"] = [k for k in swept if k != "seed"]  # seeds are repeats, not curves
     return table
 
@@ -145,6 +147,12 @@ def combinations(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     ]
 
 
+def units_of(table: pd.DataFrame) -> str:
+    """What a row's error sums over, from the runs' data.scale (older runs: pixels)."""
+    scales = table["scale"].dropna().unique() if "scale" in table else []
+    return UNITS[scales[0]] if len(scales) == 1 else UNITS["minmax"]
+
+
 def draw_loss_vs_dim(table: pd.DataFrame) -> Figure:
     """Test error per image of each AE curve and of PCA against dim_z on a log axis; for
     linear sweeps a second panel with the largest principal angle to PCA's subspace."""
@@ -177,7 +185,7 @@ def draw_loss_vs_dim(table: pd.DataFrame) -> Figure:
     axes[0].set(
         xscale="log",
         xlabel="bottleneck size dim(z) (log scale)",
-        ylabel="test error: squared error per image\n(sum over pixels in [0, 1])",
+        ylabel=f"test error: squared error per row\n(sum over its {units_of(table)})",
         title=f"Reconstruction error vs code size (input dim {input_dim})",
     )
     axes[0].legend(fontsize=8)
@@ -308,8 +316,8 @@ def markdown_report(sweep_dir: Path, table: pd.DataFrame, montages: list[tuple[s
     parts += [
         "## Results",
         "",
-        "Errors per test image (`*_sse`: sum of squared pixel errors, pixels in [0, 1]) and "
-        "per pixel (`*_mse`). Test accuracy of a linear probe (`*probe_acc`) and of 5-NN "
+        f"Errors per test row (`*_sse`: sum of squared errors over its {units_of(table)}) and "
+        "per value (`*_mse`). Test accuracy of a linear probe (`*probe_acc`) and of 5-NN "
         "(`*knn_acc`) on the codes of the AE and of PCA (`pca_*`).",
         "",
         markdown_table(table[[c for c in shown if c in table]]),
@@ -321,6 +329,9 @@ def markdown_report(sweep_dir: Path, table: pd.DataFrame, montages: list[tuple[s
         parts += [f"### Reconstructions {label}".rstrip(), "", f"![reconstructions]({name})", ""]
     parts += against_pca(table[table["status"] == "ok"], settings)
     parts += what_codes_keep(table[table["status"] == "ok"], sweep_dir)
+    parts += feature_section(table[table["status"] == "ok"])
+    notes = table.attrs.get("notes", [])
+    parts += ["## Notes", "", *(f"- {n}" for n in notes), ""] if notes else []
     parts += ["## Runs", ""]
     for _, row in table.iterrows():
         folder = Path(str(row["run_dir"]))
@@ -372,6 +383,35 @@ def against_pca(ok: pd.DataFrame, settings: list[str]) -> list[str]:
         f"ties it (within 1%, or 0.05 per image near zero) at {ties}.",
         "",
         markdown_table(versus),
+        "",
+    ]
+
+
+def feature_section(ok: pd.DataFrame, most: int = 4) -> list[str]:
+    """Vectors without an image have no montage: their test error per feature instead, the
+    AE's beside PCA's, at up to `most` code sizes below d spread over the sweep (first seed)."""
+    runs = {}
+    for row in ok.sort_values("dim_z", ascending=False).itertuples():
+        path = Path(str(row.run_dir)) / FEATURE_ERRORS
+        if path.is_file():
+            runs.setdefault(int(row.dim_z), path)
+    if not runs:
+        return []
+    full = int(ok["input_dim"].max()) if "input_dim" in ok else None
+    dims = [k for k in runs if k != full] or list(runs)  # at k = d both are exact
+    picks = sorted({dims[i] for i in np.linspace(0, len(dims) - 1, min(most, len(dims))).round()
+                    .astype(int)}, reverse=True)  # fmt: skip
+    table = None
+    for k in picks:
+        errors = pd.read_csv(runs[k]).set_index("feature")
+        errors.columns = [f"AE k={k}", f"PCA k={k}"]
+        table = errors if table is None else table.join(errors)
+    return [
+        "## Error per feature",
+        "",
+        "Mean squared test error of each feature (no image to show for these vectors).",
+        "",
+        markdown_table(table.reset_index()),
         "",
     ]
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import threading
 from typing import Any
 
 import pytorch_lightning as pl
@@ -47,15 +49,40 @@ def cluster_plugins() -> list[Any]:
     return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
 
 
+def seconds_left() -> float | None:
+    """Seconds until this SLURM job's time limit, from squeue (None where unknown)."""
+    job = os.environ.get("SLURM_JOB_ID")
+    try:
+        left = subprocess.run(["squeue", "-h", "-j", job, "-o", "%L"], capture_output=True,
+                              text=True, timeout=10).stdout.strip() if job else ""  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    days, _, clock = left.rpartition("-")
+    parts = clock.split(":")
+    if (
+        not all(p.isdigit() for p in parts)
+        or not 2 <= len(parts) <= 3
+        or not (days or "0").isdigit()
+    ):
+        return None  # UNLIMITED, NOT_SET, or no such job
+    seconds = sum(int(p) * 60**i for i, p in enumerate(reversed(parts)))
+    return seconds + int(days or 0) * 86400
+
+
 class StopOnTimeLimit(Callback):
     """While fitting, submitit's warning signal asks Lightning to stop as SIGTERM does: at
     the end of the current step, with last.ckpt saved (a whole step, never half of one).
     `hand_over` then passes the signal on to submitit, which requeues the job. Active only
-    where submitit has installed its handler; a warning that came while the job was still
-    starting (SLURM may send it up to 30 s early) is acted on at the first step."""
+    where submitit has installed its handler.
 
-    def __init__(self) -> None:
-        self.warned = False
+    SLURM checks time limits every 30 s, so its warning may come early: up to 30 s, or, for a
+    requeued job whose whole limit lies in the warning window, as it starts (then
+    aesweep.jobstart holds it). Training goes on until `delay_s` (the launcher's
+    signal_delay_s) before the limit, which squeue gives, and stops then."""
+
+    def __init__(self, delay_s: float | None = None) -> None:
+        self.delay_s, self.warned = delay_s, False
+        self._timer: threading.Timer | None = None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         from aesweep.jobstart import HELD
@@ -63,15 +90,31 @@ class StopOnTimeLimit(Callback):
         # after Lightning's own handlers (SIGTERM's among them); it restores submitit's
         # USR2 handler when fit ends
         if callable(signal.getsignal(WARNING_SIGNAL)):
-            signal.signal(WARNING_SIGNAL, self._stop)
+            signal.signal(WARNING_SIGNAL, self._on_warning)
             if os.environ.pop(HELD, None):
-                self._stop(WARNING_SIGNAL, None)
+                self._on_warning(WARNING_SIGNAL, None)
 
-    def _stop(self, signum: int, frame: Any) -> None:
+    def _on_warning(self, signum: int, frame: Any) -> None:
+        left = seconds_left() if self.delay_s is not None else None
+        wait = 0.0 if left is None else left - float(self.delay_s or 0)
+        if wait < 1 or self._timer is not None:
+            self._stop()
+            return
+        print(f"aesweep: time limit in {left:.0f} s (SIGUSR2, early): checkpointing in "
+              f"{wait:.0f} s", flush=True)  # fmt: skip
+        self._timer = threading.Timer(wait, self._stop)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _stop(self) -> None:
         print("aesweep: time limit near (SIGUSR2): checkpointing at the end of this step",
               flush=True)  # fmt: skip
         self.warned = True
         os.kill(os.getpid(), signal.SIGTERM)  # Lightning's graceful stop
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
 
     def hand_over(self) -> None:
         """Deliver the warning to submitit's handler: it requeues the job and exits, or

@@ -21,25 +21,46 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.accelerators import CPUAccelerator
-from pytorch_lightning.callbacks import Callback, Checkpoint
+from pytorch_lightning.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from pytorch_lightning.callbacks.early_stopping import EarlyStoppingReason
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.utilities import rank_zero_only
-from torch import Tensor
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from aesweep.config import NOT_JOB_SETTINGS, RESULT, ConfigError, check_machine, override_key
-from aesweep.data import DataError, Splits, TensorDataModule, load_splits
-from aesweep.io import save_figure, write_json
+from aesweep.checkpoints import (
+    SHAPE_KEYS,
+    CheckpointError,
+    check_shapes,
+    checkpoint_to_continue,
+    read_checkpoint,
+    write_checkpoint,
+)
+from aesweep.config import (
+    FEATURE_ERRORS,
+    NOT_JOB_SETTINGS,
+    RESULT,
+    ConfigError,
+    check_machine,
+    override_key,
+)
+from aesweep.data import DataError, Splits, load_splits
+from aesweep.datamodule import TensorDataModule
+from aesweep.fast import ChunkedAutoEncoder
+from aesweep.io import save_figure, write_json, write_text
 from aesweep.lock import FolderLocked, lock_folder
 from aesweep.loggers import build_loggers, log_results
 from aesweep.model import AutoEncoder, DivergenceError, score
+from aesweep.nets import net_settings
 from aesweep.pca import PCAFit, compare_subspaces, pca_of
 from aesweep.plots import draw_components, draw_latent, draw_manifold, draw_montage
 from aesweep.probe import code_plane, probe_codes
@@ -64,7 +85,9 @@ def quiet_lightning() -> Iterator[None]:
     log = logging.getLogger("pytorch_lightning.utilities.rank_zero")
     log.addFilter(no_tips)
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not")
+        warnings.filterwarnings(
+            "ignore", message=r"(Experiment logs|Checkpoint) directory .* exists"
+        )
         warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
         warnings.filterwarnings("ignore", message=r"The `srun` command is available")  # SLURM
         # TensorBatches resumes mid-epoch exactly, from the position Lightning restores, but
@@ -78,10 +101,6 @@ def quiet_lightning() -> Iterator[None]:
             log.removeFilter(no_tips)
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint to continue from is damaged or belongs to another model."""
-
-
 class Interrupted(Exception):
     """Training stopped on SIGINT, SIGTERM or SLURM's time-limit warning (SIGUSR2) after
     saving its checkpoint."""
@@ -92,41 +111,161 @@ class Interrupted(Exception):
         self.exit_code = 128 + getattr(signal, signame)
 
 
-class LastCheckpoint(Checkpoint):
-    """checkpoints/last.ckpt, replaced atomically by Lightning's save_checkpoint: at the end
-    of the first epoch and then of each epoch `every_s` seconds after the last save, at the
-    end of fit, and mid-epoch when the user stops training (SIGINT, SIGTERM). Not on other
-    exceptions: after a divergence the last good checkpoint must stay as it is.
-    (ModelCheckpoint's time interval is checked at every batch, ~0.1 ms per step.)"""
+class RunFolderCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint IO for the run folder: reads a checkpoint as data (never runs
+    what it carries), writes it through a temporary file in its own folder with the umask's
+    permissions (Lightning's goes through the system temp folder: on another file system
+    that is a copy, which a full disk truncates), and never writes a non-finite state."""
 
-    def __init__(self, path: Path, every_s: float) -> None:
-        self.path, self.every_s, self.signame = path, every_s, None
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None):
+        require_finite(checkpoint)
+        write_checkpoint(checkpoint, Path(path))
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: Any = None):
+        return read_checkpoint(Path(path))
+
+
+def require_finite(checkpoint: dict[str, Any]) -> None:
+    """DivergenceError unless every weight is finite (one device sync for all of them)."""
+    tensors = [t for t in checkpoint["state_dict"].values() if t.is_floating_point()]
+    norms = torch.stack([torch.linalg.vector_norm(t.float()) for t in tensors])
+    if not bool(torch.isfinite(norms.sum())):
+        raise DivergenceError(
+            f"the weights became non-finite by epoch {checkpoint['epoch']}, step "
+            f"{checkpoint['global_step']}; the last finite checkpoint is kept; try a lower "
+            f"optimizer.lr"
+        )
+
+
+class RunFolderCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint whose saved paths follow the run folder: a moved or copied
+    folder continues with its own files (Lightning keeps the old folder's paths)."""
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        def here(path: str) -> str:
+            return str(Path(str(self.dirpath)) / Path(path).name) if path else path
+
+        super().load_state_dict({
+            **state_dict, "dirpath": self.dirpath,
+            "best_model_path": here(state_dict["best_model_path"]),
+            "kth_best_model_path": here(state_dict.get("kth_best_model_path", "")),
+            "last_model_path": here(state_dict.get("last_model_path", "")),
+            "best_k_models": {here(k): v for k, v in state_dict.get("best_k_models", {}).items()},
+        })  # fmt: skip
+
+
+class LastCheckpoint(RunFolderCheckpoint):
+    """checkpoints/last.ckpt, one consistent state to continue from (weights, optimizer,
+    scheduler, loop position): Lightning's ModelCheckpoint at the end of the first epoch and
+    then of each epoch `every_s` seconds after the last save, at the end of fit, and
+    mid-epoch when the user stops training (SIGINT, SIGTERM); not on other exceptions.
+    Home-made: Lightning's train_time_interval is checked at every batch and skipped under
+    manual optimisation, and its save at the end of fit only happens if none came before."""
+
+    def __init__(self, dirpath: Path, every_s: float) -> None:
+        super().__init__(dirpath, filename="last", enable_version_counter=False,
+                         save_on_train_epoch_end=True)  # fmt: skip
+        self.every_s, self.signame = every_s, None
         self._saved_at = -math.inf
 
-    def _save(self, trainer: pl.Trainer) -> None:
-        trainer.lightning_module.check_finite()  # never replace a good state with a diverged one
-        trainer.save_checkpoint(self.path, weights_only=False)
-        self._saved_at = time.monotonic()
-
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        due = time.monotonic() - self._saved_at >= self.every_s
-        if trainer.strategy.broadcast(due):  # rank 0 decides: saving is a collective call
-            self._save(trainer)
+        if trainer.strategy.broadcast(time.monotonic() - self._saved_at >= self.every_s):
+            super().on_train_epoch_end(trainer, pl_module)
+            self._saved_at = time.monotonic()
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._save(trainer)
+        self._save_checkpoint(trainer, self.format_checkpoint_name({}))  # checked on its way
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exc: BaseException):
-        from pytorch_lightning.utilities.exceptions import SIGTERMException
-
         if isinstance(exc, KeyboardInterrupt | SIGTERMException):
             self.signame = "SIGINT" if isinstance(exc, KeyboardInterrupt) else "SIGTERM"
-            with contextlib.suppress(DivergenceError):  # then the last good one stays
-                self._save(trainer)
+            if self._last_global_step_saved != trainer.global_step:
+                with contextlib.suppress(DivergenceError):  # then the last finite one stays
+                    self._save_checkpoint(trainer, self.format_checkpoint_name({}))
+
+
+class BestCheckpoint(RunFolderCheckpoint):
+    """select=best: checkpoints/best.ckpt, the weights of the lowest val_mse (Lightning's
+    ModelCheckpoint), chosen on validation alone. Home-made: the untrained start is the
+    first candidate (for model=residual it is PCA), for it and for EarlyStopping's patience;
+    Lightning's callbacks know no step-0 candidate."""
+
+    def __init__(self, dirpath: Path) -> None:
+        super().__init__(dirpath, filename="best", monitor="val_mse", save_weights_only=True,
+                         enable_version_counter=False, save_on_train_epoch_end=False)  # fmt: skip
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        if self.best_model_score is not None:  # resumed: its candidates ride in last.ckpt
+            return
+        dtype = next(pl_module.parameters()).dtype  # *-true precisions: the model's
+        x = trainer.datamodule.val_x.to(dtype)
+        with torch.no_grad():
+            pl_module.eval()
+            start = F.mse_loss(pl_module(x), x).float()
+            pl_module.train()
+        self._update_best_and_save(start, trainer, self._monitor_candidates(trainer))
+        for stopper in trainer.early_stopping_callbacks:
+            stopper.best_score = start.to(stopper.best_score.device)
+
+
+class Continuation(Callback):
+    """A resumed run continues exactly where its checkpoint stopped. With this machine's
+    steps_per_call whatever the checkpoint's (chunks give the same updates): Lightning's loop
+    counts chunks, so its position is rewritten to this run's chunk size, with a one-line
+    notice. Under a step limit (trainer.max_steps) from the end of an epoch: Lightning would
+    take the finished epoch for a restarted one and skip the epoch after."""
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:  # fmt: skip
+        loop = checkpoint["loops"]["fit_loop"]
+        saved = checkpoint["hyper_parameters"].get("steps_per_call", 1)
+        now = pl_module.hparams.get("steps_per_call", 1)  # a plain Lightning loop records none
+        if saved != now:
+            rechunk(loop, saved, now, trainer.datamodule.train_dataloader().n_batches)
+            print(f"aesweep: continuing with this machine's steps_per_call={now} (the "
+                  f"checkpoint was saved with {saved}; same updates)", file=sys.stderr)  # fmt: skip
+        batches = loop["epoch_loop.batch_progress"]
+        if trainer.max_steps != -1 and batches["is_last_batch"]:
+            batches["current"] = dict.fromkeys(batches["current"], 0)
+            batches["is_last_batch"] = False
+
+
+def rechunk(loop: dict[str, Any], old: int, new: int, n_batches: int) -> None:
+    """Rewrite a fit loop's counters from chunks of `old` mini-batches to chunks of `new`:
+    training_step calls per epoch and overall, and the optimizer steps of the other
+    optimisation mode (one Lightning step per step at 1, a chunk of them above)."""
+    old_chunks, new_chunks = math.ceil(n_batches / old), math.ceil(n_batches / new)
+
+    def convert(count: int) -> int:
+        epochs, rest = divmod(count, old_chunks)
+        batches = min(rest * old, n_batches)
+        if batches % new:
+            raise CheckpointError(
+                f"the checkpoint stopped {batches} mini-batches into an epoch, inside a chunk "
+                f"of steps_per_call={new}; continue it with steps_per_call={old}"
+            )
+        return epochs * new_chunks + batches // new
+
+    progress = loop["epoch_loop.batch_progress"]
+    for scope in ("total", "current"):  # a step cut short counts as not started
+        progress[scope] = dict.fromkeys(progress[scope], convert(progress[scope]["completed"]))
+    state = loop["epoch_loop.state_dict"]
+    state["_batches_that_stepped"] = convert(state.get("_batches_that_stepped", 0))
+    auto = "epoch_loop.automatic_optimization.optim_progress"
+    manual = "epoch_loop.manual_optimization.optim_step_progress"
+    steps = loop[auto]["optimizer"]["step"] if old == 1 else loop[manual]
+    if new == 1:
+        loop[auto]["optimizer"]["step"] = steps
+        loop[auto]["optimizer"]["zero_grad"] = {
+            scope: {**counts, "started": counts["completed"]} for scope, counts in steps.items()
+        }
+    else:
+        loop[manual] = steps
 
 
 def build_model(cfg: DictConfig, splits: Splits, pca: PCAFit) -> AutoEncoder:
-    model = new_model(cfg, splits.input_dim)
+    model = new_model(cfg, splits.input_dim, output_for(cfg, splits.unit_range))
     if cfg.model.center:
         model.mean.copy_(splits.train_x.mean(dim=0))
     if model.residual:
@@ -134,40 +273,40 @@ def build_model(cfg: DictConfig, splits: Splits, pca: PCAFit) -> AutoEncoder:
     return model
 
 
-def new_model(cfg: DictConfig, input_dim: int) -> AutoEncoder:
-    """The untrained autoencoder a job's config describes (also what a checkpoint loads into)."""
-    return AutoEncoder(
-        input_dim=input_dim,
-        dim_z=cfg.dim_z,
-        hidden=list(cfg.model.hidden),
-        activation=str(cfg.model.activation),
-        output=str(cfg.model.output),
+def output_for(cfg: DictConfig, unit_range: bool) -> str:
+    """model.output for these data: clamp clips to [0, 1], the range of images; data that
+    are not in [0, 1] (standardised features) have no such range, so their output is linear.
+    (sigmoid there is refused up front: config.validate.)"""
+    output = str(cfg.model.output)
+    return "identity" if output == "clamp" and not unit_range else output
+
+
+def new_model(cfg: DictConfig, input_dim: int, output: str | None = None) -> AutoEncoder:
+    """The untrained autoencoder a job's config describes, with its training recipe;
+    `output` as output_for resolved it for the data (default: model.output)."""
+    settings = dict(
+        **net_settings(cfg, input_dim, output),
         loss=str(cfg.loss.name),
         optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
         scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.scheduler else None,
-        center=cfg.model.center,
-        steps_per_call=steps_per_call(cfg),
-        kind=str(cfg.model.kind),
         input_noise=cfg.model.input_noise,
         linear_lr_scale=cfg.model.linear_lr_scale,
         seed=cfg.seed,
-        cuda_graph=cfg.cuda_graph,
     )
+    k = steps_per_call(cfg)
+    if k == 1:
+        return AutoEncoder(**settings)
+    return ChunkedAutoEncoder(steps_per_call=k, cuda_graph=cfg.cuda_graph, **settings)
 
 
 def steps_per_call(cfg: DictConfig) -> int:
     """cfg.steps_per_call (null: 32 on one CUDA device, where Lightning's per-step cost
-    dominates; 8 on one CPU or other device, where it is ~5% of a default step; 1 across
-    several devices), or 1 where a setting needs Lightning's own optimizer loop (clipping,
-    accumulation, a step limit that may end inside a chunk): with a one-line notice if the
-    user asked for more. Chunks give the same updates as single steps (tested bit for bit)."""
+    dominates a step; else 1: on a CPU chunks gain ~5%, docs/benchmarks.md), or 1 where a
+    setting needs Lightning's own optimizer loop (clipping, accumulation, a step limit that
+    may end inside a chunk): with a one-line notice if the user asked for more. Chunks give
+    the same updates as single steps (tested bit for bit)."""
     asked = cfg.steps_per_call
-    if asked is not None:
-        k = asked
-    elif not on_one_device(cfg.trainer):
-        k = 1
-    else:
-        k = 32 if on_one_cuda_device(cfg.trainer) else 8
+    k = asked if asked is not None else 32 if on_one_cuda_device(cfg.trainer) else 1
     plain = {"gradient_clip_val": None, "accumulate_grad_batches": 1, "max_steps": -1}
     needs = [
         f"trainer.{key}={v}" for key, d in plain.items() if (v := cfg.trainer.get(key, d)) != d
@@ -180,85 +319,38 @@ def steps_per_call(cfg: DictConfig) -> int:
     return k
 
 
-def on_one_device(trainer: DictConfig) -> bool:
-    devices = trainer.get("devices", 1)
-    return devices == 1 or (OmegaConf.is_list(devices) and len(devices) == 1)
-
-
 def on_one_cuda_device(trainer: DictConfig) -> bool:
-    accelerator = trainer.get("accelerator", "auto")
+    devices, accelerator = trainer.get("devices", 1), trainer.get("accelerator", "auto")
+    one = devices == 1 or (OmegaConf.is_list(devices) and len(devices) == 1)
     cuda = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    return cuda and on_one_device(trainer)
+    return one and cuda
 
 
-def selection(cfg: DictConfig) -> list[Callback]:
-    return [KeepBest(cfg.patience)] if cfg.select == "best" else []
-
-
-class KeepBest(Callback):
-    """select=best: keep the weights of the lowest val_mse, the untrained model (for the
-    residual model: PCA) included, and restore them when fit ends; with `patience`, stop
-    after that many validations without a better one. Chosen on validation alone: the test
-    split is scored once, afterwards. (Lightning's EarlyStopping and ModelCheckpoint know no
-    step-0 candidate.) Its state rides in the checkpoint, so a resumed run keeps its best."""
-
-    def __init__(self, patience: int | None) -> None:
-        self.patience, self.best, self.best_epoch, self.wait = patience, math.inf, -1, 0
-        self.weights: dict[str, Tensor] | None = None
-
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.weights is None:  # not resumed: the starting point is the first candidate
-            dtype = next(pl_module.parameters()).dtype  # *-true precisions: the model's
-            x = trainer.datamodule.val_x.to(dtype)
-            with torch.no_grad():
-                pl_module.eval()
-                self._consider(F.mse_loss(pl_module(x), x).item(), pl_module, epoch=-1)
-                pl_module.train()
-
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or "val_mse" not in trainer.callback_metrics:
-            return
-        value = float(trainer.callback_metrics["val_mse"])
-        if not self._consider(value, pl_module, trainer.current_epoch):
-            self.wait += 1
-            trainer.should_stop = trainer.should_stop or self.wait >= (self.patience or math.inf)
-
-    def _consider(self, value: float, pl_module: pl.LightningModule, epoch: int) -> bool:
-        if value >= self.best:
-            return False
-        self.best, self.best_epoch, self.wait = value, epoch, 0
-        self.weights = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
-        return True
-
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.weights is not None:
-            pl_module.load_state_dict(self.weights)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait,
-                "weights": self.weights}  # fmt: skip
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.best, self.best_epoch = state_dict["best"], state_dict["best_epoch"]
-        self.wait, self.weights = state_dict["wait"], state_dict["weights"]
+def checkpointing(cfg: DictConfig, run_dir: Path) -> list[Callback]:
+    """last.ckpt to continue from; with select=best, best.ckpt and, with `patience`, a stop
+    after that many validations without a better one (or one that is not finite)."""
+    folder = run_dir / "checkpoints"
+    callbacks: list[Callback] = [LastCheckpoint(folder, cfg.checkpoint_every_s), Continuation()]
+    if cfg.select == "best":
+        callbacks.append(BestCheckpoint(folder))
+        if cfg.patience is not None:
+            callbacks.append(EarlyStopping("val_mse", patience=cfg.patience,
+                                           check_on_train_epoch_end=False))  # fmt: skip
+    return callbacks
 
 
 def build_trainer(
-    cfg: DictConfig,
-    run_dir: Path,
-    last: LastCheckpoint,
-    time_limit: StopOnTimeLimit,
-    failed_loggers: dict[str, str],
+    cfg: DictConfig, run_dir: Path, time_limit: StopOnTimeLimit, failed_loggers: dict[str, str]
 ) -> pl.Trainer:
-    """The configured Trainer with the chosen loggers (by default metrics.csv) and last.ckpt
-    in the run folder."""
-    plugins = {} if "plugins" in cfg.trainer else {"plugins": cluster_plugins()}
+    """The configured Trainer with the chosen loggers (by default metrics.csv) and the
+    checkpoints in the run folder."""
+    plugins = [*cluster_plugins(), RunFolderCheckpointIO()]
     trainer = instantiate(
         cfg.trainer,
         default_root_dir=str(run_dir),
         logger=build_loggers(cfg, run_dir, failed_loggers) or False,
-        callbacks=[*selection(cfg), last, time_limit, *plain_progress(cfg.trainer)],
-        **plugins,
+        callbacks=[*checkpointing(cfg, run_dir), time_limit, *plain_progress(cfg.trainer)],
+        **({} if "plugins" in cfg.trainer else {"plugins": plugins}),
     )
     if isinstance(trainer.accelerator, CPUAccelerator):
         # Lightning sets this at import so that CUDA checks never initialise CUDA before a
@@ -266,25 +358,6 @@ def build_trainer(
         # step with a CUDA build of torch. A CPU run initialises no CUDA: restore the default.
         os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
     return trainer
-
-
-def check_checkpoint(path: Path, model: AutoEncoder) -> dict[str, Any]:
-    """Fail with the file's name when a checkpoint is damaged or belongs to another model,
-    instead of deep inside torch.load or load_state_dict; returns the loaded checkpoint."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        saved = ckpt["hyper_parameters"]
-    except Exception as e:
-        raise CheckpointError(
-            f"checkpoint {path} is damaged or not a Lightning checkpoint ({e})"
-        ) from e
-    for key in ("kind", "input_dim", "dim_z", "hidden", "activation", "output", "steps_per_call"):
-        if saved.get(key) != model.hparams[key]:
-            raise CheckpointError(
-                f"checkpoint {path} was trained with {key}={saved.get(key)}, this run has "
-                f"{key}={model.hparams[key]}"
-            )
-    return ckpt
 
 
 class Stopwatch:
@@ -314,30 +387,18 @@ def train(
     pca = pca_of(cfg.data, splits)
     clock.lap("pca")
     model = build_model(cfg, splits, pca)
-    datamodule = TensorDataModule(
-        splits, cfg.data.batch_size, cfg.seed, model.hparams.steps_per_call
-    )
+    datamodule = TensorDataModule(splits, cfg.data.batch_size, cfg.seed, model.steps_per_call)
 
-    ckpt_path = cfg.ckpt_path
-    last = run_dir / "checkpoints" / "last.ckpt"
-    if ckpt_path is None and cfg.resume is not None and last.is_file():
-        ckpt_path = last
-    if ckpt_path is not None:
-        check_checkpoint(Path(ckpt_path), model)
-
-    last_checkpoint = LastCheckpoint(last, cfg.checkpoint_every_s)
+    ckpt_path = checkpoint_to_continue(cfg, run_dir)
+    if ckpt_path is not None:  # again here: a cluster node may read another file system
+        shapes = {key: model.hparams[key] for key in SHAPE_KEYS}
+        check_shapes(ckpt_path, read_checkpoint(ckpt_path), shapes)
     failed_loggers: dict[str, str] = {}  # logger -> why it failed; the run goes on without it
-    trainer = build_trainer(cfg, run_dir, last_checkpoint, time_limit, failed_loggers)
+    trainer = build_trainer(cfg, run_dir, time_limit, failed_loggers)
     clock.lap("build")
-    try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-    except SystemExit:
-        if last_checkpoint.signame:
-            raise Interrupted("SIGUSR2" if time_limit.warned else last_checkpoint.signame) from None
-        raise
+    fit(trainer, model, datamodule, ckpt_path, time_limit)
     seconds = clock.lap("fit")
-    if trainer.interrupted:
-        raise Interrupted(last_checkpoint.signame or "SIGINT")
+    best_epoch = keep_selected(trainer, model)
 
     scores = score(model, {"train": splits.train_x, "val": splits.val_x, "test": splits.test_x})
     for csv in (lg for lg in trainer.loggers if isinstance(lg, CSVLogger)):  # others: log_results
@@ -349,13 +410,15 @@ def train(
         "pca_test_mse": pca.test_mse(cfg.dim_z),
         "pca_test_sse": float(pca.test_sse[cfg.dim_z]),
         "input_dim": splits.input_dim,
+        "image_shape": list(splits.image_shape) if splits.image_shape else None,
+        "output": model.hparams.output,
+        "scale": splits.scaling.kind,
+        "scaling": splits.scaling.as_dict(),
         "n_train": len(splits.train_x),
         "n_val": len(splits.val_x),
         "n_test": len(splits.test_x),
         "epochs": trainer.current_epoch,
-        "best_epoch": next(
-            (c.best_epoch + 1 for c in trainer.callbacks if isinstance(c, KeepBest)), None
-        ),
+        "best_epoch": best_epoch,
         "steps": trainer.global_step,
         "seconds": seconds,
         "n_params": model.n_params,
@@ -374,28 +437,69 @@ def train(
     return {**metrics, "failed_loggers": failed_loggers or None, "timings": clock.timings}
 
 
+def fit(
+    trainer: pl.Trainer,
+    model: AutoEncoder,
+    datamodule: TensorDataModule,
+    ckpt_path: Path | None,
+    time_limit: StopOnTimeLimit,
+) -> None:
+    """trainer.fit; a stop (Ctrl-C, SIGTERM, SLURM's time-limit warning) becomes Interrupted,
+    a validation error that is not finite a divergence."""
+    last = next(c for c in trainer.checkpoint_callbacks if isinstance(c, LastCheckpoint))
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    except SystemExit:
+        if last.signame:
+            raise Interrupted("SIGUSR2" if time_limit.warned else last.signame) from None
+        raise
+    if trainer.interrupted:
+        raise Interrupted(last.signame or "SIGINT")
+    for stopper in trainer.early_stopping_callbacks:
+        if stopper.stopping_reason == EarlyStoppingReason.NON_FINITE_METRIC:
+            raise DivergenceError(str(stopper.stopping_reason_message))
+
+
+def keep_selected(trainer: pl.Trainer, model: AutoEncoder) -> int | None:
+    """select=best: the model takes best.ckpt's weights; returns the epoch they are from (0:
+    the untrained start); None with select=last, where the model keeps its last weights."""
+    best = next((c for c in trainer.checkpoint_callbacks if isinstance(c, BestCheckpoint)), None)
+    if best is None:
+        return None
+    kept = read_checkpoint(Path(best.best_model_path))
+    model.load_state_dict(kept["state_dict"])
+    return kept["epoch"] + 1 if kept["global_step"] > 0 else 0
+
+
 @torch.no_grad()
 def write_artefacts(
     model: AutoEncoder, splits: Splits, pca: PCAFit, cfg: DictConfig, run_dir: Path
 ) -> dict[str, Any]:
-    """Reconstruction grid, the digits behind it, and the plots that depend on dim_z or on
-    the model being linear; returns the extra metrics they produce."""
+    """Reconstruction grid and the images behind it (vectors: the test error per feature),
+    and the plots that depend on dim_z or on the model being linear; returns the extra
+    metrics they produce, and `notes` on what was skipped and why."""
     model = model.cpu()
-    shown = splits.display_indices()
-    originals = splits.test_x[shown]
-    recon = model(originals)
-    np.savez_compressed(
-        run_dir / "samples.npz",
-        originals=originals.numpy(),
-        reconstructions=recon.numpy(),
-        labels=splits.test_y[shown].numpy(),
-        image_shape=np.array(splits.image_shape),
-    )
-    fig = draw_montage(originals, [(f"dim(z) = {cfg.dim_z}", recon)], splits.image_shape)
-    save_figure(fig, run_dir / "reconstructions.png")
+    extra: dict[str, Any] = {"notes": []}
+    if splits.image_shape is None:
+        table = feature_errors(model, splits, pca, cfg.dim_z)
+        write_text(table.to_csv(index=False), run_dir / FEATURE_ERRORS)
+    else:
+        shown = splits.display_indices()
+        originals = splits.test_x[shown]
+        recon = model(originals)
+        np.savez_compressed(
+            run_dir / "samples.npz",
+            originals=originals.numpy(),
+            reconstructions=recon.numpy(),
+            image_shape=np.array(splits.image_shape),
+            **({} if splits.test_y is None else {"labels": splits.test_y[shown].numpy()}),
+        )
+        fig = draw_montage(originals, [(f"dim(z) = {cfg.dim_z}", recon)], splits.image_shape)
+        save_figure(fig, run_dir / "reconstructions.png")
 
-    extra: dict[str, Any] = {}
-    if cfg.dim_z <= 2:
+    if cfg.dim_z <= 2 and splits.test_y is None:
+        extra["notes"].append("latent.png (codes coloured by label): skipped, no labels")
+    elif cfg.dim_z <= 2:
         codes = model.encode(splits.test_x)
         save_figure(draw_latent(codes, splits.test_y), run_dir / "latent.png")
     if cfg.dim_z == 2 and splits.image_shape:  # labels or not; vectors draw no images
@@ -406,9 +510,24 @@ def write_artefacts(
         comparison, recovered = compare_subspaces(decoder, pca, splits.train_x - pca.mean)
         extra.update(comparison.as_dict())
         n = min(16, cfg.dim_z)
-        fig = draw_components(recovered[:n], pca.components[:n], splits.image_shape)
-        save_figure(fig, run_dir / "pca_components.png")
+        if splits.image_shape is not None:
+            fig = draw_components(recovered[:n], pca.components[:n], splits.image_shape)
+            save_figure(fig, run_dir / "pca_components.png")
     return extra
+
+
+def feature_errors(model: AutoEncoder, splits: Splits, pca: PCAFit, k: int) -> pd.DataFrame:
+    """Mean squared test error of each feature, the AE's beside PCA's with the same k: what
+    a vector without an image shows instead of a montage."""
+    x = splits.test_x
+    top = pca.components[:k]
+    pca_x = (x - pca.mean) @ top.T @ top + pca.mean
+    names = splits.feature_names or [str(i) for i in range(x.shape[1])]
+    return pd.DataFrame({
+        "feature": names,
+        "test_mse": (model(x) - x).pow(2).mean(0).numpy(),
+        "pca_test_mse": (pca_x - x).pow(2).mean(0).numpy(),
+    })  # fmt: skip
 
 
 def is_linear(cfg: DictConfig) -> bool:
@@ -447,13 +566,7 @@ def read_result(run_dir: Path) -> dict[str, Any] | None:
         return None
 
 
-EXPLAINED = (
-    ConfigError,
-    DataError,
-    CheckpointError,
-    DivergenceError,
-    Interrupted,
-)  # messages say it all
+EXPLAINED = (ConfigError, DataError, DivergenceError, Interrupted)  # messages say it all
 
 
 def one_line(exc: BaseException) -> str:
@@ -506,7 +619,7 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
 
     base.update(slurm_job=slurm_job_id(), requeued=times_requeued())
     write_json({**base, "status": "running", "error": None}, run_dir / RESULT)
-    time_limit = StopOnTimeLimit()
+    time_limit = StopOnTimeLimit(hydra_cfg.launcher.get("signal_delay_s") if multirun else None)
     try:
         check_machine(cfg.trainer)  # again here: a cluster node may differ from the submitter
         with quiet_lightning():

@@ -1,12 +1,14 @@
 """Use what a run or sweep produced: the trained autoencoder, a split's codes, a sweep's table.
 
-Everything is read back from the folders alone (checkpoints/last.ckpt, .hydra/config.yaml,
-result.json), so it works on any finished run, on this machine or copied from another.
+Everything is read back from the folders alone (checkpoints/best.ckpt or last.ckpt,
+.hydra/config.yaml, result.json), as data: it works on any finished run, on this machine or
+copied from another, and runs nothing a folder carries.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +16,12 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from aesweep.checkpoints import CheckpointError, check_shapes, kept_checkpoint, read_checkpoint
 from aesweep.config import RESULT, ConfigError, input_dim
-from aesweep.data import load_splits
+from aesweep.data import Scaling, load_splits
 from aesweep.io import replace_atomically
-from aesweep.model import AutoEncoder
+from aesweep.nets import AutoEncoderNet, net_settings
 from aesweep.report import collect
-from aesweep.train import CheckpointError, check_checkpoint, new_model
 
 SPLITS = ("test", "train", "val")
 
@@ -37,23 +39,35 @@ def run_config(run_dir: Path) -> DictConfig:
     return OmegaConf.load(path)
 
 
-def load(run_dir: str | Path) -> AutoEncoder:
-    """The trained autoencoder of a run folder, on the CPU, in eval mode, without gradients:
-    `encode(x)` maps images (n, input_dim) in [0, 1] to codes (n, dim_z), `decode(z)` maps
-    codes back to pixels (output activation applied)."""
+def load(run_dir: str | Path) -> AutoEncoderNet:
+    """The trained autoencoder of a run folder (the weights it kept: best on validation with
+    select=best, else the last), a plain nn.Module on the CPU, in eval mode, without
+    gradients: `encode(x)` maps rows (n, input_dim) in the run's scaled space to codes
+    (n, dim_z), `decode(z)` maps codes back to that space (output activation applied).
+    `model.scaling` maps between the data's own units and that space:
+    encode(scaling.apply(x)), scaling.invert(decode(z)) (for images it is x / 255 and back)."""
     run_dir = Path(run_dir)
     cfg = run_config(run_dir)
-    ckpt = run_dir / "checkpoints" / "last.ckpt"
-    if not ckpt.is_file():
-        raise RunFolderError(f"{ckpt} is missing: this run saved no checkpoint (it stopped early)")
-    model = new_model(cfg, input_dim(cfg))
+    path = kept_checkpoint(run_dir)
+    if path is None:
+        raise RunFolderError(
+            f"{run_dir / 'checkpoints'} holds no checkpoint: this run saved none (it stopped early)"
+        )
+    result = {}
+    with contextlib.suppress(OSError, ValueError):  # an unfinished run: the config alone
+        result = json.loads((run_dir / RESULT).read_text())
+    d = result.get("input_dim") or input_dim(cfg)  # result.json knows data=array's d
+    settings = net_settings(cfg, d, result.get("output"))
+    model = AutoEncoderNet(**settings)
+    if result.get("scaling"):
+        model.scaling = Scaling.from_dict(result["scaling"])
     try:
-        state = check_checkpoint(ckpt, model)
-        model.load_state_dict(state["state_dict"])
+        ckpt = read_checkpoint(path)
+        check_shapes(path, ckpt, settings)
+        model.load_state_dict(ckpt["state_dict"])
     except (CheckpointError, KeyError, RuntimeError) as e:
         raise RunFolderError(" ".join(str(e).split())) from None
-    model.freeze()  # eval mode, no gradients: codes come back as plain tensors
-    return model
+    return model.eval().requires_grad_(False)  # codes come back as plain tensors
 
 
 def encode_split(run_dir: str | Path, split: str = "test") -> Path:
@@ -69,12 +83,13 @@ def encode_split(run_dir: str | Path, split: str = "test") -> Path:
     with torch.no_grad():
         codes = model.encode(x)
     path = run_dir / f"codes_{split}.npz"
+    arrays = {"codes": codes.numpy(), "index": np.arange(len(x))}
+    if labels is not None:  # data without labels: codes and index alone
+        arrays["labels"] = labels.numpy()
 
     def write(tmp: str) -> None:
         with open(tmp, "wb") as f:  # a file object: np.savez would append .npz to a name
-            np.savez_compressed(
-                f, codes=codes.numpy(), labels=labels.numpy(), index=np.arange(len(x))
-            )
+            np.savez_compressed(f, **arrays)
 
     replace_atomically(path, write)
     return path

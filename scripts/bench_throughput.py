@@ -35,9 +35,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from aesweep.cli import compose
-from aesweep.data import TensorDataModule, load_splits
+from aesweep.data import load_splits
+from aesweep.datamodule import TensorDataModule
 from aesweep.pca import pca_of
-from aesweep.train import LastCheckpoint, build_model, build_trainer
+from aesweep.requeue import StopOnTimeLimit
+from aesweep.train import build_model, build_trainer
 
 MODELS = {"784-32-784": [], "784-256-64-32, mirrored": [256, 64]}
 DIM_Z = 32
@@ -175,10 +177,8 @@ def aesweep_path(cfg, splits, run_dir: Path) -> float:
     """aesweep's own data module, model and Trainer as a default run sets them up: seconds
     in trainer.fit (which includes moving the splits to the device)."""
     model = build_model(cfg, splits, pca_of(cfg.data, splits))
-    trainer = build_trainer(cfg, run_dir, LastCheckpoint(run_dir / "last.ckpt", 10))
-    datamodule = TensorDataModule(
-        splits, cfg.data.batch_size, cfg.seed, model.hparams.steps_per_call
-    )
+    trainer = build_trainer(cfg, run_dir, StopOnTimeLimit(), failed_loggers={})
+    datamodule = TensorDataModule(splits, cfg.data.batch_size, cfg.seed, model.steps_per_call)
     start = time.perf_counter()
     unseen = io.StringIO()  # the progress bar draws as in a terminal, but out of sight
     with contextlib.redirect_stdout(unseen), contextlib.redirect_stderr(unseen):

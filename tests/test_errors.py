@@ -71,8 +71,8 @@ BAD_INPUT = [
     ),
     (["train", "model=resnet"], "model=resnet is invalid: must be one of deep, linear, mlp"),
     (
-        ["train", "data=cifar10"],
-        "data=cifar10 is invalid: must be one of fashion_mnist, mnist, mnist5k",
+        ["train", "data=svhn"],
+        "data=svhn is invalid: must be one of array, cifar10, fashion_mnist, mnist, mnist5k",
     ),
     (["train", "trainer=tpu"], "trainer=tpu is invalid: must be one of ddp, default, gpu, smoke"),
     (["train", "experiment=nope"], "experiment=nope is invalid: must be one of"),

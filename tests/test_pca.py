@@ -77,7 +77,7 @@ def train_linear_ae(splits, k: int, epochs: int = 60):
     import pytorch_lightning as pl
     from omegaconf import OmegaConf
 
-    from aesweep.data import TensorDataModule
+    from aesweep.datamodule import TensorDataModule
     from aesweep.model import AutoEncoder
 
     cfg = composed("model=linear", "recipe=linear", f"trainer.max_epochs={epochs}")

@@ -136,6 +136,7 @@ def test_scancel_then_resume_finishes_each_job_once(slurm_conf, tmp_path: Path) 
     finally:
         proc.kill()
     assert proc.returncode == 1, out[-3000:]  # one line per job without a result, no traceback
+    assert "dim_z=2: cancelled: no result (log: " in out  # its progress line
     assert f"aesweep: job {job} (dim_z=2) ended without a result: CANCELLED; log: " in out
     assert f"rerun them with: aesweep sweep resume={sweep}" in out and "Traceback" not in out
     assert sacct_states(job)[job].startswith("CANCELLED")
@@ -254,6 +255,7 @@ def test_a_requeued_job_ends_like_one_never_interrupted(slurm_conf, tmp_path: Pa
         (lambda d: d.chmod(0o777), "is writable by others (mode 777)"),
         (lambda d: os.chown(d, 65534, 65534), "belongs to uid 65534, not to us"),
     ],
+    ids=["no-marker", "writable-by-others", "another-owner"],
 )
 def test_the_cluster_refuses_a_state_folder_it_did_not_create(tmp_path, prepare, reason) -> None:
     """The daemons run as root and trust the folder's munge key: a folder someone else made

@@ -1,14 +1,15 @@
-"""The code's shape that reviews rely on: imports run one way, config -> data -> model/pca ->
-train -> report -> cli, with io and plots at the bottom beside config."""
+"""The code's shape that reviews rely on: imports run one way, config -> arrays, data ->
+model/pca -> train -> report -> cli, with io and plots at the bottom beside config."""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
-LAYER = {"config": 0, "io": 0, "lock": 0, "plots": 0, "jobstart": 0, "data": 1, "loggers": 1,
-         "progress": 1, "requeue": 1, "model": 2, "pca": 2, "probe": 2, "train": 3,
-         "report": 4, "trained": 5, "cli": 6, "__main__": 7, "__init__": 7}  # fmt: skip
+LAYER = {"config": 0, "io": 0, "lock": 0, "plots": 0, "jobstart": 0, "arrays": 1, "checkpoints": 1,
+         "data": 1, "loggers": 1, "progress": 1, "requeue": 1, "nets": 2, "pca": 2, "probe": 2,
+         "datamodule": 2, "model": 3, "fast": 4, "train": 5, "report": 6, "trained": 7, "cli": 8,
+         "__main__": 9, "__init__": 9}  # fmt: skip
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -34,7 +35,7 @@ def test_imports_run_one_way() -> None:
 
 def test_every_activation_choice_builds_a_model() -> None:
     from aesweep.config import Activation
-    from aesweep.model import mlp
+    from aesweep.nets import mlp
 
     for activation in Activation:
         assert len(mlp([4, 3, 2], str(activation))) >= 2

@@ -56,6 +56,29 @@ def test_load_gives_back_the_trained_model(trained_run: Path) -> None:
     assert (pixels - x).pow(2).mean().item() == pytest.approx(result["test_mse"], rel=1e-5)
 
 
+def test_loading_a_model_imports_neither_the_training_runner_nor_lightning(trained_run) -> None:
+    code = (
+        "import sys, aesweep; model = aesweep.load(sys.argv[1]); "
+        "print(type(model).__name__, *(m in sys.modules for m in "
+        "('aesweep.train', 'aesweep.model', 'pytorch_lightning')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(trained_run)], capture_output=True,
+                          text=True, check=True)  # fmt: skip
+    assert done.stdout.split() == ["AutoEncoderNet", "False", "False", "False"]
+
+
+def test_a_checkpoint_of_the_chunked_cpu_default_still_loads(trained_run, tmp_path) -> None:
+    """Until the split, a CPU run chunked 8 steps per call by default and recorded it."""
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    for ckpt in (run / "checkpoints").glob("*.ckpt"):  # the kept one among them
+        state = torch.load(ckpt, weights_only=True)
+        state["hyper_parameters"].update(steps_per_call=8, cuda_graph=True)
+        torch.save(state, ckpt)
+    x = load_splits(run_config(run).data).test_x
+    assert torch.equal(load(run).encode(x), load(trained_run).encode(x))
+
+
 def test_encode_writes_the_codes_that_load_encodes(aesweep, trained_run: Path) -> None:
     outcome = aesweep("encode", str(trained_run), "split=val")
     assert outcome.code == 0, outcome.err
@@ -81,15 +104,16 @@ def test_a_folder_that_is_no_trained_run_is_refused(
     ]
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
-    ckpt = run / "checkpoints" / "last.ckpt"
+    ckpt = run / "checkpoints" / "best.ckpt"  # the kept weights (select=best)
     ckpt.write_bytes(ckpt.read_bytes()[:1000])  # damaged
     with pytest.raises(RunFolderError, match=f"checkpoint {ckpt} is damaged"):
         load(run)
-    ckpt.unlink()
+    for path in (run / "checkpoints").iterdir():
+        path.unlink()
     outcome = aesweep("encode", str(run), "split=test")
     assert outcome.code == 2
-    assert outcome.lines == [f"aesweep: error: {ckpt} is missing: this run saved no checkpoint "
-                             "(it stopped early)"]  # fmt: skip
+    assert outcome.lines == [f"aesweep: error: {run / 'checkpoints'} holds no checkpoint: this "
+                             "run saved none (it stopped early)"]  # fmt: skip
     assert aesweep("encode", str(run), "split=all").lines == [
         "aesweep: error: split=all is invalid: must be one of test, train, val"
     ]

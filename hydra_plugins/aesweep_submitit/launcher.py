@@ -22,60 +22,80 @@ from typing import Any
 
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn
-from hydra_plugins.hydra_submitit_launcher import submitit_launcher
-from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from omegaconf import OmegaConf
+
+try:  # Hydra's plugin scan imports this module at every start, with the `launchers` extra or not
+    from hydra_plugins.hydra_submitit_launcher import submitit_launcher
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+except ImportError:
+    submitit_launcher = None
 
 POLL_S = 5.0  # one sacct call per poll, for every job of the sweep
 WAITING = ("PENDING", "REQUEUED", "RESIZING", "SUSPENDED")
 
 
-class SlurmLauncher(submitit_launcher.SlurmLauncher):
-    def launch(
-        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
-    ) -> Sequence[JobReturn]:
-        assert self.config is not None
-        sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        submitit_launcher.log.info(f"Submitit 'slurm' sweep output dir : {sweep_dir}")
-        names = job_names(job_overrides)
-        args = [
-            (list(overrides), "hydra.sweep.dir", initial_job_idx + i,
-             f"job_id_for_{initial_job_idx + i}", Singleton.get_state())
-            for i, overrides in enumerate(job_overrides)
-        ]  # fmt: skip
-        jobs = self._executor().map_array(self, *zip(*args, strict=True))
-        returns = watch(jobs, names)
-        if all(r is not None for r in returns):
-            return returns
-        missing = [(j, name) for j, name, r in zip(jobs, names, returns, strict=True) if r is None]
-        for job, name in missing:
-            print(f"aesweep: job {job.job_id} ({name}) ended without a result: "
-                  f"{state_of(job)}; log: {job.paths.stderr}", file=sys.stderr)  # fmt: skip
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            missing[0][0].result()  # submitit's own error, with its log
-        from aesweep.report import report_and_exit_code
+if submitit_launcher is not None:  # else no `launchers` extra: nothing to offer
 
-        if report_and_exit_code(sweep_dir.absolute()) == 0:
-            print(f"aesweep: rerun them with: aesweep sweep resume={sweep_dir.absolute()}")
-        raise SystemExit(1)
+    class SlurmLauncher(submitit_launcher.SlurmLauncher):
+        def launch(
+            self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+        ) -> Sequence[JobReturn]:
+            assert self.config is not None
+            sweep_dir = Path(str(self.config.hydra.sweep.dir))
+            sweep_dir.mkdir(parents=True, exist_ok=True)
+            submitit_launcher.log.info(f"Submitit 'slurm' sweep output dir : {sweep_dir}")
+            names = job_names(job_overrides)
+            args = [
+                (list(overrides), "hydra.sweep.dir", initial_job_idx + i,
+                 f"job_id_for_{initial_job_idx + i}", Singleton.get_state())
+                for i, overrides in enumerate(job_overrides)
+            ]  # fmt: skip
+            jobs = self._executor().map_array(self, *zip(*args, strict=True))
+            returns = watch(jobs, names)
+            if all(r is not None for r in returns):
+                return returns
+            missing = [
+                (j, name) for j, name, r in zip(jobs, names, returns, strict=True) if r is None
+            ]
+            for job, name in missing:
+                print(f"aesweep: job {job.job_id} ({name}) ended without a result: "
+                      f"{state_of(job)}; log: {job.paths.stderr}", file=sys.stderr)  # fmt: skip
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                missing[0][0].result()  # submitit's own error, with its log
+            from aesweep.report import report_and_exit_code
 
-    def _executor(self) -> Any:
-        """Hydra's executor (same sbatch settings), with jobs started by aesweep.jobstart."""
-        import submitit
+            if report_and_exit_code(sweep_dir.absolute()) == 0:
+                print(f"aesweep: rerun them with: aesweep sweep resume={sweep_dir.absolute()}")
+            raise SystemExit(1)
 
-        params = dict(self.params)
-        executor = submitit.AutoExecutor(
-            folder=params.pop("submitit_folder"),
-            cluster="slurm",
-            slurm_max_num_timeout=params.pop("max_num_timeout"),
-            slurm_python=f"{shlex.quote(sys.executable)} -u -m aesweep.jobstart",
-        )
-        shared = set(OmegaConf.structured(BaseQueueConf).keys())
-        executor.update_parameters(
-            **{k if k in shared else f"slurm_{k}": v for k, v in params.items()}
-        )
-        return executor
+        def _executor(self) -> Any:
+            """Hydra's executor (same sbatch settings), with jobs started by aesweep.jobstart."""
+            import submitit
+
+            params, python = dict(self.params), shlex.quote(sys.executable)
+            executor = submitit.AutoExecutor(
+                folder=params.pop("submitit_folder"),
+                cluster="slurm",
+                slurm_max_num_timeout=params.pop("max_num_timeout"),
+                slurm_python=f"{block_warning()}{python} -u -m aesweep.jobstart",
+            )
+            shared = set(OmegaConf.structured(BaseQueueConf).keys())
+            executor.update_parameters(
+                **{k if k in shared else f"slurm_{k}": v for k, v in params.items()}
+            )
+            return executor
+
+
+def block_warning() -> str:
+    """`env --block-signal=USR2 ` where env has it (GNU coreutils >= 8.31): SLURM's warning
+    that comes while Python starts then waits for aesweep.jobstart instead of killing it."""
+    import subprocess
+
+    try:
+        blocks = subprocess.run(["env", "--block-signal=USR2", "true"], capture_output=True)
+    except OSError:
+        return ""
+    return "env --block-signal=USR2 " if blocks.returncode == 0 else ""
 
 
 def job_names(job_overrides: Sequence[Sequence[str]]) -> list[str]:
@@ -128,8 +148,8 @@ def watch(jobs: list[Any], names: list[str]) -> list[JobReturn | None]:
 def ended(job: Any, state: str) -> tuple[JobReturn | None, Any]:
     """(the job's JobReturn or None, what its progress line says: result.json's record, or
     a one-line reason)."""
-    if not job.paths.result_pickle.exists():
-        return None, f"{state.lower()}, no result (log: {job.paths.stderr})"
+    if not job.paths.result_pickle.exists():  # e.g. `cancelled: no result (log: ...)`
+        return None, {"status": state.lower(), "error": f"no result (log: {job.paths.stderr})"}
     try:
         returned = job.results()[0]
         return returned, returned.return_value

@@ -1,0 +1,188 @@
+"""Checkpoints you can trust: read as data, loadable on any machine, one consistent state to
+continue from, never a non-finite one, never lost to a failed write."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from tests.conftest import SMOKE
+
+
+class RunsCode:
+    """What a hostile checkpoint carries: unpickling it runs a shell command."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def result_of(run: Path) -> dict:
+    return json.loads((run / "result.json").read_text())
+
+
+def test_a_checkpoint_carrying_code_is_refused_and_never_runs(aesweep, tmp_path: Path) -> None:
+    from aesweep.trained import RunFolderError, load
+
+    assert aesweep("train", "dim_z=4", *SMOKE, "hydra.run.dir=run").code == 0
+    assert aesweep("encode", "run").code == 0  # an honest folder encodes
+    marker = tmp_path / "ran"
+    checkpoints = sorted((tmp_path / "run" / "checkpoints").glob("*.ckpt"))
+    assert checkpoints
+    for path in checkpoints:
+        torch.save({**torch.load(path, weights_only=True), "extra": RunsCode(marker)}, path)
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+
+    outcomes = {
+        "encode": aesweep("encode", "run"),
+        "resume": aesweep("train", "resume=run", "trainer.max_epochs=3"),
+        "ckpt_path": aesweep("train", "dim_z=4", *SMOKE, f"ckpt_path={last}", "hydra.run.dir=b"),
+    }
+    for how, outcome in outcomes.items():
+        assert outcome.code == 2, how
+        assert len(outcome.lines) == 1, (how, outcome.err)
+        assert "is refused: it holds posix.system, which is not data" in outcome.lines[0], how
+    with pytest.raises(RunFolderError, match="is refused: it holds posix.system"):
+        load(tmp_path / "run")
+    assert not marker.exists()
+
+
+def test_a_run_saved_with_another_steps_per_call_loads_and_encodes(aesweep, tmp_path) -> None:
+    """steps_per_call=null resolves per machine (a GPU's chunk is not a CPU's): a folder
+    trained with one loads where the config resolves to another."""
+    from aesweep.trained import load
+
+    assert aesweep("train", "dim_z=4", *SMOKE, "steps_per_call=2", "hydra.run.dir=run").code == 0
+    config = tmp_path / "run" / ".hydra" / "config.yaml"
+    cfg = OmegaConf.load(config)
+    cfg.steps_per_call = 1  # as this run's config resolves on another machine
+    OmegaConf.save(cfg, config)
+    assert load(tmp_path / "run").encode(torch.zeros(3, 784)).shape == (3, 4)
+    assert aesweep("encode", "run").code == 0
+
+
+@pytest.mark.parametrize(("before", "after"), [(2, 1), (1, 2)])
+def test_a_run_resumed_with_another_steps_per_call_matches_one_never_interrupted(
+    aesweep, tmp_path: Path, monkeypatch, before: int, after: int
+) -> None:
+    from aesweep.fast import ChunkedAutoEncoder
+    from aesweep.model import AutoEncoder
+
+    args = ("train", "dim_z=8", "trainer=smoke", "data.subset=500", "trainer.max_epochs=3",
+            "data.batch_size=128")  # fmt: skip
+    assert aesweep(*args, f"steps_per_call={after}", "hydra.run.dir=whole").code == 0
+    module = AutoEncoder if before == 1 else ChunkedAutoEncoder  # the one that trains first
+    train_step = module.training_step
+
+    def ctrl_c_at_step_6(self, batch, batch_idx):  # 4 steps an epoch: inside the second
+        if self.global_step == 6:
+            raise KeyboardInterrupt
+        return train_step(self, batch, batch_idx)
+
+    monkeypatch.setattr(module, "training_step", ctrl_c_at_step_6)
+    assert aesweep(*args, f"steps_per_call={before}", "hydra.run.dir=split").code == 130
+    monkeypatch.setattr(module, "training_step", train_step)
+    resumed = aesweep("train", "resume=split", f"steps_per_call={after}")
+    assert resumed.code == 0, resumed.err
+    assert f"continuing with this machine's steps_per_call={after}" in resumed.err
+    whole, split = result_of(tmp_path / "whole"), result_of(tmp_path / "split")
+    assert whole["steps"] == split["steps"] == 12
+    for metric in ("train_sse", "val_sse", "test_sse"):  # same batches, same updates
+        assert split[metric] == whole[metric], metric
+
+
+@pytest.mark.parametrize(
+    ("change", "epochs", "steps"),
+    [
+        (["trainer.max_epochs=3"], 3, 15),
+        (["trainer.max_epochs=4", "trainer.max_steps=17"], 4, 17),
+        (["trainer.max_epochs=3", "checkpoint_every_s=0.5"], 3, 15),
+        (["trainer.max_epochs=3", "trainer.enable_progress_bar=true"], 3, 15),
+    ],
+)
+def test_every_documented_resume_works(aesweep, tmp_path, change, epochs, steps) -> None:
+    """README, "Resume": each setting a resume may change (300 images: 5 steps an epoch)."""
+    assert aesweep("train", "dim_z=4", *SMOKE, "hydra.run.dir=run").code == 0
+    resumed = aesweep("train", "resume=run", *change)
+    assert resumed.code == 0, resumed.err
+    result = result_of(tmp_path / "run")
+    assert (result["status"], result["epochs"], result["steps"]) == ("ok", epochs, steps)
+
+
+def test_last_ckpt_is_the_last_state_and_the_kept_weights_the_best(
+    aesweep, tmp_path: Path, monkeypatch
+) -> None:
+    """With select=best, last.ckpt still holds the last step's weights with its optimizer
+    (a resume continues from there), and best.ckpt the best validation's, here the start."""
+    from aesweep.model import AutoEncoder
+
+    def worse_every_epoch(self, batch, batch_idx):
+        self.log("val_mse", 1.0 + self.current_epoch)
+
+    monkeypatch.setattr(AutoEncoder, "validation_step", worse_every_epoch)
+    args = ("dim_z=4", *SMOKE, "patience=null", "scheduler=null")
+    whole = aesweep("train", *args, "select=last", "trainer.max_epochs=3", "hydra.run.dir=a")
+    assert whole.code == 0
+    assert aesweep("train", *args, "select=best", "hydra.run.dir=b").code == 0
+    assert aesweep("train", "resume=b", "trainer.max_epochs=3").code == 0
+    assert result_of(tmp_path / "b")["best_epoch"] == 0  # the untrained start
+    ends = [torch.load(tmp_path / r / "checkpoints/last.ckpt", weights_only=True) for r in "ab"]
+    for key, value in ends[0]["state_dict"].items():
+        assert torch.equal(ends[1]["state_dict"][key], value), key
+    assert ends[0]["global_step"] == ends[1]["global_step"] == 15
+
+
+def test_weights_that_went_non_finite_are_never_kept(aesweep, tmp_path, monkeypatch) -> None:
+    """An update after the last finite loss makes a weight NaN: the run fails as a divergence
+    does, and the checkpoint on disk stays the last finite one."""
+    from aesweep.model import AutoEncoder
+
+    epoch_end = AutoEncoder.on_train_epoch_end
+
+    def poison_the_last_epoch(self):
+        epoch_end(self)
+        if self.current_epoch == self.trainer.max_epochs - 1:
+            with torch.no_grad():
+                next(self.parameters()).fill_(float("nan"))
+
+    monkeypatch.setattr(AutoEncoder, "on_train_epoch_end", poison_the_last_epoch)
+    outcome = aesweep("train", "dim_z=4", *SMOKE, "checkpoint_every_s=0.001", "hydra.run.dir=run")
+    assert outcome.code == 1
+    result = result_of(tmp_path / "run")
+    assert result["status"] == "failed" and "weights became non-finite" in result["error"]
+    for path in (tmp_path / "run" / "checkpoints").glob("*.ckpt"):
+        for value in torch.load(path, weights_only=True)["state_dict"].values():
+            assert torch.isfinite(value).all(), path
+
+
+def test_a_full_disk_keeps_the_previous_checkpoint(aesweep, tmp_path, monkeypatch) -> None:
+    """The second last.ckpt write runs out of space half-way: the job fails with one line
+    naming the folder, and the first last.ckpt still loads."""
+    save, writes = torch.save, []
+
+    def disk_fills_up(obj, f, *args, **kwargs):
+        if "last.ckpt" in str(f):
+            writes.append(f)
+            if len(writes) > 1:
+                Path(f).write_bytes(b"PK\x03\x04 half a checkpoint")
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", disk_fills_up)
+    run = tmp_path / "run"
+    outcome = aesweep("train", "dim_z=4", *SMOKE, "checkpoint_every_s=0.001", "hydra.run.dir=run")
+    assert outcome.code == 1
+    assert outcome.lines[-1] == (
+        f"aesweep: error: cannot write a checkpoint into {run / 'checkpoints'}: no space left "
+        f"on the device (the previous checkpoint is kept)"
+    )
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]

@@ -176,7 +176,19 @@ def prepare(rest: list[str], job_name: str) -> list[str]:
         extra += dirname_overrides(overrides, swept)
         extra.append(f"hydra.callbacks.sweep_report.n_jobs={len(jobs)}")  # progress lines
     flags = [a for a in rest if a not in args.overrides]
-    return [*flags, *overrides, *extra]
+    return [*flags, *(absolute_data_path(o) for o in overrides), *extra]
+
+
+def absolute_data_path(override: str) -> str:
+    """`data.path=`/`data.root=` typed relative, made absolute for Hydra (after validation, so
+    messages show what the user typed): the saved config then finds the data from any folder
+    (encode, load, resume)."""
+    key, _, value = override.partition("=")
+    if _key(override) not in ("data.path", "data.root") or value in ("", "null"):
+        return override
+    if value.startswith(("/", "~", "$")) or "://" in value:
+        return override
+    return f"{key}={Path(value).absolute()}"
 
 
 def _help_header(command: str, args: Any) -> list[str]:

@@ -151,7 +151,7 @@ def test_a_table_trains_linear_output_and_reports_error_per_feature(aesweep, tmp
 
     model = load(run)
     raw = torch.tensor(pd.read_csv("wine.csv").drop(columns="target").to_numpy()[:5])
-    assert model.hparams.output == "identity"
+    assert model.output_kind == "identity"
     assert model.scaling.apply(raw).abs().max() < 5  # raw units -> the model's space
     assert torch.allclose(model.scaling.invert(model.scaling.apply(raw)).double(), raw, rtol=1e-4)
 
@@ -249,3 +249,17 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(aesweep, tmp_path, cas
     assert outcome.code == 2 and len(outcome.lines) == 1, outcome.err
     assert outcome.lines[0].startswith("aesweep: error: ") and message in outcome.lines[0]
     assert not (tmp_path / "sw").exists() and "Traceback" not in outcome.out + outcome.err
+
+
+def test_a_relative_data_path_still_encodes_from_another_folder(
+    aesweep, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    digits(tmp_path)
+    args = ("data=array", "data.path=digits.npy", "dim_z=4", *SMOKE, "hydra.run.dir=run")
+    assert aesweep("train", *args).code == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the saved config names the file absolutely
+    outcome = aesweep("encode", str(tmp_path / "run"))
+    assert outcome.code == 0, outcome.err
+    assert np.load(tmp_path / "run" / "codes_test.npz")["codes"].shape[1] == 4

@@ -5,11 +5,13 @@ needs exit codes and output, as a subprocess where it needs a real process)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,3 +104,25 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@contextlib.contextmanager
+def ctrl_c_at_step(steps_per_call: int, step: int) -> Iterator[None]:
+    """Within the block, the module that trains with `steps_per_call` raises KeyboardInterrupt
+    (Ctrl-C) when it reaches optimizer step `step`; restored after, so a resume trains plainly."""
+    from aesweep.fast import ChunkedAutoEncoder
+    from aesweep.model import AutoEncoder
+
+    module = AutoEncoder if steps_per_call == 1 else ChunkedAutoEncoder
+    train_step = module.training_step
+
+    def interrupting(self, batch, batch_idx):
+        if self.global_step == step:
+            raise KeyboardInterrupt
+        return train_step(self, batch, batch_idx)
+
+    module.training_step = interrupting
+    try:
+        yield
+    finally:
+        module.training_step = train_step

@@ -12,7 +12,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from tests.conftest import SMOKE
+from tests.conftest import SMOKE, ctrl_c_at_step
 
 
 class RunsCode:
@@ -71,25 +71,13 @@ def test_a_run_saved_with_another_steps_per_call_loads_and_encodes(aesweep, tmp_
 
 @pytest.mark.parametrize(("before", "after"), [(2, 1), (1, 2)])
 def test_a_run_resumed_with_another_steps_per_call_matches_one_never_interrupted(
-    aesweep, tmp_path: Path, monkeypatch, before: int, after: int
+    aesweep, tmp_path: Path, before: int, after: int
 ) -> None:
-    from aesweep.fast import ChunkedAutoEncoder
-    from aesweep.model import AutoEncoder
-
     args = ("train", "dim_z=8", "trainer=smoke", "data.subset=500", "trainer.max_epochs=3",
             "data.batch_size=128")  # fmt: skip
     assert aesweep(*args, f"steps_per_call={after}", "hydra.run.dir=whole").code == 0
-    module = AutoEncoder if before == 1 else ChunkedAutoEncoder  # the one that trains first
-    train_step = module.training_step
-
-    def ctrl_c_at_step_6(self, batch, batch_idx):  # 4 steps an epoch: inside the second
-        if self.global_step == 6:
-            raise KeyboardInterrupt
-        return train_step(self, batch, batch_idx)
-
-    monkeypatch.setattr(module, "training_step", ctrl_c_at_step_6)
-    assert aesweep(*args, f"steps_per_call={before}", "hydra.run.dir=split").code == 130
-    monkeypatch.setattr(module, "training_step", train_step)
+    with ctrl_c_at_step(before, 6):  # 4 steps an epoch: inside the second
+        assert aesweep(*args, f"steps_per_call={before}", "hydra.run.dir=split").code == 130
     resumed = aesweep("train", "resume=split", f"steps_per_call={after}")
     assert resumed.code == 0, resumed.err
     assert f"continuing with this machine's steps_per_call={after}" in resumed.err

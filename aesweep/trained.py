@@ -1,9 +1,6 @@
 """Use what a run or sweep produced: the trained autoencoder, a split's codes, a sweep's table.
-
-Everything is read back from the folders alone (checkpoints/best.ckpt or last.ckpt,
-.hydra/config.yaml, result.json), as data: it works on any finished run, on this machine or
-copied from another, and runs nothing a folder carries.
-"""
+Read from the folders alone, as data: works on a run copied from another machine, and runs
+nothing a folder carries."""
 
 from __future__ import annotations
 

@@ -237,10 +237,8 @@ def check_available(cfg: DictConfig) -> DataFacts:
         raise ConfigError(
             f"data.root={cfg.root} is invalid: must be a folder (this path is a file)"
         )
-    if cfg.name in TORCHVISION and not cfg.download:
-        missing = missing_files(cfg.name, root)
-        if missing:
-            raise ConfigError(missing_files_message(cfg.name, root, missing))
+    if cfg.name in TORCHVISION and not cfg.download and (missing := missing_files(cfg.name, root)):
+        raise ConfigError(missing)
     if cfg.name != "array":
         shape = cfg.image_shape or []
         return DataFacts(
@@ -256,14 +254,12 @@ def check_available(cfg: DictConfig) -> DataFacts:
     return DataFacts(source.x.shape[1], bool(unit))
 
 
-def missing_files(name: str, root: Path) -> list[str]:
-    """The files of a torchvision dataset not (yet) in their folder under root."""
-    _, folder, files, _ = TORCHVISION[name]
-    return [f for f in files if not (root / folder / f).is_file()]
-
-
-def missing_files_message(name: str, root: Path, missing: list[str]) -> str:
-    _, folder, _, how = TORCHVISION[name]
+def missing_files(name: str, root: Path) -> str:
+    """Which files of a torchvision dataset are missing under root, and what to do; ''."""
+    _, folder, files, how = TORCHVISION[name]
+    missing = [f for f in files if not (root / folder / f).is_file()]
+    if not missing:
+        return ""
     return (
         f"data={name}: {', '.join(missing)} not found in {root / folder}; {how}, or add "
         f"data.download=true (needs internet)"
@@ -279,7 +275,7 @@ def load_torchvision(name: str, root: Path, download: bool) -> tuple[Tensor, ...
     cls_name, folder, files, _ = TORCHVISION[name]
     missing = missing_files(name, root)
     if missing and not download:
-        raise DataError(missing_files_message(name, root, missing))
+        raise DataError(missing)
     cls = getattr(datasets, cls_name)
     try:
         train = cls(str(root), train=True, download=download)

@@ -176,11 +176,14 @@ def input_dim(cfg: DictConfig) -> int:
     return math.prod(int(s) for s in cfg.data.image_shape)
 
 
+LECTURE_DIMS = [784, 256, 64, 32, 16, 8, 4, 2, 1]
+
+
 def default_dims(d: int) -> list[int]:
     """The sizes a sweep runs when sweep.dims is null: d and the powers of two below it;
     the lecture's list for MNIST's d = 784."""
     if d == 784:
-        return [784, 256, 64, 32, 16, 8, 4, 2, 1]
+        return LECTURE_DIMS
     return [d, *(2**i for i in reversed(range(math.ceil(math.log2(d)))))]
 
 

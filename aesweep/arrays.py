@@ -1,9 +1,7 @@
-"""A user's own data file (`data=array data.path=FILE`): read, checked and laid out.
-
-Checked up front the way scikit-learn's check_array checks its input (numeric, finite, the
-right number of axes), with one line that names the file, what is wrong and where. Nothing
-here executes what a file carries: .npy/.npz load without pickles, .pt with weights_only.
-"""
+"""A user's own data file (`data=array data.path=FILE`), checked up front as scikit-learn's
+check_array does (numeric, finite, the right axes), with one line naming the file, what is
+wrong and where. Nothing a file carries runs: .npy/.npz load without pickles, .pt with
+weights_only."""
 
 from __future__ import annotations
 

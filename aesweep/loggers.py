@@ -60,10 +60,9 @@ def job_names(run_dir: Path) -> tuple[str, str]:
 
 
 def build_loggers(cfg: DictConfig, run_dir: Path, failed: dict[str, str]) -> list[Any]:
-    """The configured Lightning loggers, each opened here (its run created): one that cannot
-    open is left out, with its reason in `failed`, and training goes on with the others.
-    Null save_dir, names and relative SQLite paths are filled in from the run folder and the
-    folder aesweep was started in."""
+    """The configured Lightning loggers, each opened here: one that cannot open is left out,
+    its reason in `failed`, and training goes on. Null save_dir and names and relative
+    SQLite paths are filled in from the run folder and the folder aesweep started in."""
     from hydra.utils import instantiate
 
     experiment, run = job_names(run_dir)
@@ -96,10 +95,9 @@ def _reason(e: BaseException) -> str:
 
 
 def prepare_stores(cfg: DictConfig, experiment: str) -> None:
-    """Create each MLflow store (its schema) and the sweep's experiment once, before any job
-    starts: parallel jobs then only add runs. Each job on a fresh store would migrate the
-    schema and create the experiment at once, and all but one would fail. SQLite stores are
-    switched to WAL, so that readers never wait for the one writer."""
+    """Create each MLflow store and the sweep's experiment once, before any job starts:
+    parallel jobs on a fresh store would all migrate its schema, and all but one fail.
+    SQLite stores use WAL, so that readers never wait for the one writer."""
     for conf in (cfg.get("logger") or {}).values():
         target = str(conf.get("_target_", ""))
         if not target.endswith("MLFlowLogger") or not conf.get("tracking_uri"):
@@ -120,8 +118,7 @@ def prepare_stores(cfg: DictConfig, experiment: str) -> None:
 
 
 class SharedStores(Callback):
-    """Hydra callback: before a multirun's jobs start, in the submitting process, create the
-    stores they share (prepare_stores)."""
+    """Hydra callback: prepare_stores in the submitting process, before the jobs start."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
@@ -152,10 +149,9 @@ def job_parameters() -> dict[str, str]:
 def log_results(
     loggers: list[Any], metrics: dict[str, Any], step: int, failed: dict[str, str]
 ) -> None:
-    """Send the run's final metrics (result.json's numbers: test_sse, pca_test_sse, ...) and
-    its overrides to every logger but the CSV one, whose metrics.csv keeps its shape
-    (result.json holds these for it). A logger that fails here costs the run nothing: its
-    reason goes into `failed` (MLFlowLogger as mlflow)."""
+    """result.json's numbers and the overrides to every logger but the CSV one (its
+    metrics.csv keeps its shape); a logger that fails here costs the run nothing: its reason
+    goes into `failed` (MLFlowLogger as mlflow)."""
     from pytorch_lightning.loggers import CSVLogger
 
     numbers = {

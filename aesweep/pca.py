@@ -121,10 +121,9 @@ def principal_angles(a: Tensor, b: Tensor) -> Tensor:
 
 
 def recovered_directions(decoder_weight: Tensor, centred_train: Tensor) -> Tensor:
-    """Principal directions recovered from a linear decoder (Plaut 2018; Kunin et al. 2019):
-    orthonormalise the decoder's columns, then rotate them by the eigenvectors of the
-    training covariance projected onto that subspace. Returns (k, d) rows by decreasing
-    variance; each row's sign is arbitrary."""
+    """Principal directions (k, d) recovered from a linear decoder (Plaut 2018; Kunin et al.
+    2019): its orthonormalised columns rotated by the eigenvectors of the training covariance
+    in that subspace; rows by decreasing variance, each row's sign arbitrary."""
     q, _ = torch.linalg.qr(decoder_weight.double())
     coords = centred_train.double() @ q
     _, eigvecs = torch.linalg.eigh(coords.T @ coords)

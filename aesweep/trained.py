@@ -24,8 +24,7 @@ SPLITS = ("test", "train", "val")
 
 
 class RunFolderError(ConfigError):
-    """Not a run (or sweep) folder, or its checkpoint is missing or damaged; the message
-    names the file."""
+    """Not a run (or sweep) folder, or its checkpoint is missing or damaged (names the file)."""
 
 
 def run_config(run_dir: Path) -> DictConfig:
@@ -93,8 +92,7 @@ def encode_split(run_dir: str | Path, split: str = "test") -> Path:
 
 
 def load_sweep(sweep_dir: str | Path) -> pd.DataFrame:
-    """A sweep folder's table (the rows of loss_vs_dim.csv, read from each job's
-    result.json), numeric columns as numbers: one row per job, swept settings first."""
+    """A sweep folder's table as in loss_vs_dim.csv, numeric columns as numbers."""
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir() or not any(sweep_dir.glob(f"*/{RESULT}")):
         raise RunFolderError(

@@ -141,8 +141,7 @@ def watch(jobs: list[Any], names: list[str]) -> list[JobReturn | None]:
 
 
 def ended(job: Any, state: str) -> tuple[JobReturn | None, Any]:
-    """(the job's JobReturn or None, what its progress line says: result.json's record, or
-    a one-line reason)."""
+    """(JobReturn or None, what its progress line says: result.json's record or a reason)."""
     if not job.paths.result_pickle.exists():  # e.g. `cancelled: no result (log: ...)`
         return None, {"status": state.lower(), "error": f"no result (log: {job.paths.stderr})"}
     try:

@@ -173,21 +173,19 @@ def load_splits(cfg: DictConfig) -> Splits:
     `split_seed` alone, so it is the same for every run whatever the run's seed. Scaled by
     statistics of the training split (before data.subset caps it)."""
     source = load_source(cfg)
-    x, y = source.x, source.y
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(cfg.split_seed))
-    x, y = x[order], y[order] if y is not None else None
-    n_val, n_test = split_sizes(cfg, len(x), has_test=source.x_test is not None)
-    x_test, y_test = source.x_test, source.y_test
-    if x_test is None:
-        x_test, y_test = x[:n_test], y[:n_test] if y is not None else None
-        x, y = x[n_test:], y[n_test:] if y is not None else None
-    val_x, train_x = x[:n_val], x[n_val:]
-    val_y, train_y = (y[:n_val], y[n_val:]) if y is not None else (None, None)
+    order = torch.randperm(len(source.x), generator=torch.Generator().manual_seed(cfg.split_seed))
+    n_val, n_test = split_sizes(cfg, len(order), has_test=source.x_test is not None)
+    test, val, train = order[:n_test], order[n_test : n_test + n_val], order[n_test + n_val :]
+
+    def rows(index: Tensor) -> tuple[Tensor, Tensor | None]:
+        return source.x[index], None if source.y is None else source.y[index]
+
+    (train_x, train_y), (val_x, val_y) = rows(train), rows(val)
+    x_test, y_test = rows(test) if source.x_test is None else (source.x_test, source.y_test)
     kind = scale_kind(cfg.get("scale", "auto"), source.pixels)
     scaling = fit_scaling(kind, train_x, per_feature=not source.pixels)
     if cfg.subset is not None:
-        train_x = train_x[: cfg.subset]
-        train_y = train_y[: cfg.subset] if train_y is not None else None
+        train_x, train_y = rows(train[: cfg.subset])
     train_x = scaling.apply(train_x)
     unit = bool(train_x.min() >= 0 and train_x.max() <= 1)
     return Splits(

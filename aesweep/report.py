@@ -372,17 +372,16 @@ def feature_section(ok: pd.DataFrame, most: int = 4) -> list[str]:
     dims = [k for k in runs if k != full] or list(runs)  # at k = d both are exact
     picks = sorted({dims[i] for i in np.linspace(0, len(dims) - 1, min(most, len(dims))).round()
                     .astype(int)}, reverse=True)  # fmt: skip
-    table = None
-    for k in picks:
-        errors = pd.read_csv(runs[k]).set_index("feature")
-        errors.columns = [f"AE k={k}", f"PCA k={k}"]
-        table = errors if table is None else table.join(errors)
+    errors = [
+        pd.read_csv(runs[k]).set_index("feature").set_axis([f"AE k={k}", f"PCA k={k}"], axis=1)
+        for k in picks
+    ]
     return [
         "## Error per feature",
         "",
         "Mean squared test error of each feature (no image to show for these vectors).",
         "",
-        markdown_table(table.reset_index()),
+        markdown_table(pd.concat(errors, axis=1).reset_index()),
         "",
     ]
 

@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from omegaconf import OmegaConf
+
 from aesweep import __version__, config
 from aesweep.config import ConfigError, show
 from aesweep.config import override_key as _key
@@ -397,10 +399,6 @@ def sweep_arguments(rest: list[str]) -> list[str]:
 def resume_overrides(overrides: list[str], resume: str, sweep: bool) -> list[str]:
     """The folder's own overrides plus resume=DIR, into the same folder: finished jobs are
     kept, the others continue from checkpoints/last.ckpt."""
-    from omegaconf import OmegaConf
-
-    from aesweep.report import GENERATED  # prepare() sets these again
-
     folder = Path(resume)
     saved = folder / ("multirun.yaml" if sweep else ".hydra/overrides.yaml")
     if not saved.is_file():
@@ -411,7 +409,7 @@ def resume_overrides(overrides: list[str], resume: str, sweep: bool) -> list[str
     task = resumed_task(list(cfg.hydra.overrides.task if sweep else cfg), overrides)
     hydra = [o for o in overrides if _is_hydra_key(_key(o))]
     if sweep and not hydra:
-        hydra = [o for o in cfg.hydra.overrides.hydra if not o.startswith(GENERATED)]
+        hydra = [o for o in cfg.hydra.overrides.hydra if not o.startswith(config.GENERATED)]
     where = f"hydra.{'sweep' if sweep else 'run'}.dir={folder}"
     return [*task, *hydra, f"resume={folder}", where]
 

@@ -22,6 +22,10 @@ from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 RESULT = "result.json"  # a run's record: metrics, settings and status
 FEATURE_ERRORS = "feature_errors.csv"  # a vector run's test error per feature
 NOT_JOB_SETTINGS = ("resume", "ckpt_path")  # overrides that say where to continue, not what
+# Overrides that aesweep's CLI adds to a user's command (cli.prepare): not part of it.
+GENERATED = ("hydra.job.name=", "hydra.job.config.override_dirname.", "hydra.sweep.subdir=",
+             "hydra.mode=", "hydra.sweep.dir=", "resume=",
+             "hydra.callbacks.sweep_report.n_jobs=")  # fmt: skip
 
 
 # Each choice list, once: the schema checks them, model.py maps them to torch.

@@ -20,7 +20,7 @@ from hydra.experimental.callback import Callback
 from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
-from aesweep.config import FEATURE_ERRORS, NOT_JOB_SETTINGS, RESULT, UNITS, job_settings
+from aesweep.config import FEATURE_ERRORS, GENERATED, NOT_JOB_SETTINGS, RESULT, UNITS, job_settings
 from aesweep.io import save_figure, write_text
 from aesweep.plots import DPI, draw_accuracy_vs_dim, draw_montage, log_dims
 
@@ -70,10 +70,6 @@ DESCRIPTION_COLUMNS = [
     "failed_loggers",
     "run_dir",
 ]
-# Overrides that aesweep's CLI adds to a user's command (cli.prepare): not part of it.
-GENERATED = ("hydra.job.name=", "hydra.job.config.override_dirname.", "hydra.sweep.subdir=",
-             "hydra.mode=", "hydra.sweep.dir=", "resume=",
-             "hydra.callbacks.sweep_report.n_jobs=")  # fmt: skip
 
 
 def collect(sweep_dir: Path) -> pd.DataFrame:

@@ -178,9 +178,8 @@ def prepare(rest: list[str], job_name: str) -> list[str]:
 
 
 def absolute_data_path(override: str) -> str:
-    """`data.path=`/`data.root=` typed relative, made absolute for Hydra (after validation, so
-    messages show what the user typed): the saved config then finds the data from any folder
-    (encode, load, resume)."""
+    """A relative `data.path=`/`data.root=` made absolute after validation (messages show what
+    was typed), so the saved config finds the data from any folder (encode, load, resume)."""
     key, _, value = override.partition("=")
     if _key(override) not in ("data.path", "data.root") or value in ("", "null"):
         return override
@@ -344,8 +343,7 @@ def lock_output(cfg: Any, resume: str | None, multirun: bool) -> str:
 
 def check_continued_checkpoint(cfg: Any, multirun: bool) -> None:
     """ckpt_path=FILE or resume=RUN: a checkpoint that holds more than data, is damaged or
-    belongs to another model is refused before any job starts (a sweep's jobs check their
-    own)."""
+    belongs to another model is refused before any job starts (a sweep's jobs check theirs)."""
     from aesweep.checkpoints import check_shapes, checkpoint_to_continue, read_checkpoint, shapes_of
 
     if multirun and cfg.get("ckpt_path") is None:
@@ -368,8 +366,7 @@ def dirname_overrides(overrides: list[str], swept: list[str]) -> list[str]:
 
 
 def sweep_arguments(rest: list[str]) -> list[str]:
-    """`aesweep sweep` = a multirun over sweep.dims (or the folder's own overrides when
-    resuming)."""
+    """`aesweep sweep` = a multirun over sweep.dims (resuming: the folder's own overrides)."""
     args = hydra_arguments(rest)
     overrides = list(args.overrides)
     flags = [a for a in rest if a not in args.overrides and a not in ("-m", "--multirun")]

@@ -129,9 +129,8 @@ class ConfigError(ValueError):
 
 
 def register() -> None:
-    """The schema, for train.yaml's defaults list, and `aesweep_uid`: a random suffix that
-    keeps run and sweep folders started in the same second apart. Cached, so every job of
-    one sweep resolves the same folder."""
+    """The schema, and `aesweep_uid`: a random suffix that keeps folders started in the same
+    second apart (cached, so every job of one sweep resolves the same folder)."""
     from hydra.core.config_store import ConfigStore
 
     ConfigStore.instance().store(name="aesweep_schema", node=TrainConfig)

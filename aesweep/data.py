@@ -169,9 +169,8 @@ def split_sizes(cfg: DictConfig, n: int, has_test: bool) -> tuple[int, int]:
 
 
 def load_splits(cfg: DictConfig) -> Splits:
-    """Load `cfg` (a `data` config) as train/val/test tensors; the split is seeded by
-    `split_seed` alone, so it is the same for every run whatever the run's seed. Scaled by
-    statistics of the training split (before data.subset caps it)."""
+    """A `data` config's train/val/test tensors, split by `split_seed` alone (the same for
+    every run) and scaled by the training split's statistics (before data.subset caps it)."""
     source = load_source(cfg)
     order = torch.randperm(len(source.x), generator=torch.Generator().manual_seed(cfg.split_seed))
     n_val, n_test = split_sizes(cfg, len(order), has_test=source.x_test is not None)
@@ -227,9 +226,8 @@ def load_mnist5k(root: Path) -> tuple[Tensor, Tensor]:
 
 
 def check_available(cfg: DictConfig) -> DataFacts:
-    """Before any job starts: data.root is a folder, offline torchvision data are already
-    in it (says which files go where), and a data.path file reads and checks; returns what
-    validate needs from the data."""
+    """Before any job starts: data.root is a folder holding offline torchvision data, and a
+    data.path file reads and checks; returns what config.validate needs from the data."""
     root = data_root(cfg)
     if root.exists() and not root.is_dir():
         raise ConfigError(
@@ -301,15 +299,11 @@ def load_torchvision(name: str, root: Path, download: bool) -> tuple[Tensor, ...
 
 
 class TensorBatches:
-    """Mini-batches sliced from one tensor, on the tensor's device; what a DataLoader would
-    add here (workers, per-sample fetch, collate) is pure overhead. With `chunk` > 1 it
-    serves lists of that many consecutive mini-batches, one list per training_step.
-
-    With `shuffle`, epoch e's order is drawn from a generator seeded by (seed, e), on the
-    tensor's device, so an interrupted run resumes mid-epoch with exactly the batches it
-    would have seen: `position()` says (epoch, items already trained in it) when an epoch
-    starts, which Lightning restores from the checkpoint.
-    """
+    """Mini-batches sliced from one tensor on its device (a DataLoader's workers, fetch and
+    collate are pure overhead here); with `chunk` > 1, lists of that many per training_step.
+    Epoch e's shuffle is seeded by (seed, e), so a run resumes mid-epoch with exactly the
+    batches it would have seen: `position()` gives (epoch, items trained) as Lightning
+    restored them."""
 
     def __init__(
         self,

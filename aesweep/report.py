@@ -73,9 +73,8 @@ DESCRIPTION_COLUMNS = [
 
 
 def collect(sweep_dir: Path) -> pd.DataFrame:
-    """One row per job folder holding a result.json: the swept settings (overrides whose
-    value differs between jobs) first, then the metrics, sorted by dim_z descending;
-    `run_dir` is the job folder under `sweep_dir` as given, wherever the sweep was made."""
+    """One row per job folder's result.json, sorted by dim_z descending: the swept settings
+    (overrides that differ between jobs), then the metrics; `run_dir` is where it is now."""
     rows = []
     for path in sorted(sweep_dir.glob(f"*/{RESULT}")):
         try:

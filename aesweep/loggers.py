@@ -66,15 +66,10 @@ def build_loggers(cfg: DictConfig, run_dir: Path, failed: dict[str, str]) -> lis
     from hydra.utils import instantiate
 
     experiment, run = job_names(run_dir)
+    nulls = {"save_dir": str(run_dir), "experiment_name": experiment, "run_name": run}
     loggers = []
     for key, conf in (cfg.get("logger") or {}).items():
-        fill: dict[str, Any] = {}
-        if conf.get("save_dir", "") is None:
-            fill["save_dir"] = str(run_dir)
-        if conf.get("experiment_name", "") is None:
-            fill["experiment_name"] = experiment
-        if conf.get("run_name", "") is None:
-            fill["run_name"] = run
+        fill = {k: v for k, v in nulls.items() if conf.get(k, "") is None}
         if conf.get("tracking_uri"):
             fill["tracking_uri"] = sqlite_uri(str(conf.tracking_uri), Path.cwd())
             if "artifact_location" not in conf:

@@ -62,14 +62,10 @@ def probe_codes(
         keep = torch.from_numpy(np.random.default_rng(0).permutation(len(train_x))[:MAX_TRAIN])
         train_x, train_y = train_x[keep], train_y[keep]
     basis = pca.components[:k].T
-
-    def pca_codes(x: Tensor) -> Tensor:
-        return (x - pca.mean) @ basis
-
     spread = float(train_x.var(dim=0).mean().sqrt())
     ys = train_y.numpy(), splits.test_y.numpy()
     result = {}
-    for prefix, codes in (("", encode), ("pca_", pca_codes)):
+    for prefix, codes in (("", encode), ("pca_", lambda x: (x - pca.mean) @ basis)):
         train, test = on_input_scale(codes(train_x).numpy(), codes(splits.test_x).numpy(), spread)
         linear, knn = accuracies(train, ys[0], test, ys[1])
         result |= {f"{prefix}probe_acc": linear, f"{prefix}knn_acc": knn}

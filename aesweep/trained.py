@@ -98,13 +98,8 @@ def load_sweep(sweep_dir: str | Path) -> pd.DataFrame:
         raise RunFolderError(
             f"SWEEP_DIR={sweep_dir} is invalid: must be a sweep folder holding */{RESULT}"
         )
-    return numeric_columns(collect(sweep_dir))
-
-
-def numeric_columns(table: pd.DataFrame) -> pd.DataFrame:
-    """Columns whose every value reads as a number become numeric (swept settings such as
-    seed=0,1 are strings in the overrides)."""
-    for column in table.columns:
+    table = collect(sweep_dir)
+    for column in table.columns:  # swept settings (seed=0,1) are strings in the overrides
         values = table[column]
         if values.isna().all() or not all(isinstance(v, str) for v in values.dropna()):
             continue  # numbers already, or lists such as hidden=[256, 64]

@@ -37,9 +37,6 @@ class PCAFit:
     def test_mse(self, k: int) -> float:
         return float(self.test_sse[k]) / self.input_dim
 
-    def explained_variance_ratio(self) -> Tensor:
-        return self.variances / self.variances.sum()
-
 
 def fit_pca(train_x: Tensor, test_x: Tensor) -> PCAFit:
     """One SVD of the centred training data (float64); the test error for every k follows
@@ -169,7 +166,7 @@ def pca_table(fit: PCAFit) -> Any:
     """The PCA curve as a table: k, test error per pixel and per image, explained variance."""
     import pandas as pd
 
-    ratio = torch.cat([fit.explained_variance_ratio().new_zeros(1), fit.explained_variance_ratio()])
+    ratio = torch.cat([fit.variances.new_zeros(1), fit.variances / fit.variances.sum()])
     return pd.DataFrame(
         {
             "k": range(fit.input_dim + 1),

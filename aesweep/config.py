@@ -4,6 +4,7 @@ one-line ConfigError. Imports nothing heavy: the CLI's preflight runs it for eve
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import re
@@ -306,7 +307,9 @@ def _validate_trainer(trainer: DictConfig) -> None:
     precision = trainer.get("precision")
     if str(precision) not in PRECISIONS:
         _fail("trainer.precision", precision, f"must be one of {', '.join(PRECISIONS)}")
-    known = _trainer_arguments()
+    from pytorch_lightning import Trainer
+
+    known = set(inspect.signature(Trainer.__init__).parameters) - {"self"}
     for key in trainer:
         if key != "_target_" and key not in known:
             _fail(f"trainer.{key}", trainer[key], "is not a pytorch_lightning.Trainer argument")
@@ -391,14 +394,6 @@ def check_machine(trainer: DictConfig) -> None:
         _fail("trainer.accelerator", trainer.accelerator, f"{where}; use auto or cpu")
     if trainer.accelerator == "mps" and not torch.backends.mps.is_available():
         _fail("trainer.accelerator", "mps", "MPS is not available here; use auto or cpu")
-
-
-def _trainer_arguments() -> set[str]:
-    import inspect
-
-    from pytorch_lightning import Trainer
-
-    return set(inspect.signature(Trainer.__init__).parameters) - {"self"}
 
 
 def check_writable(key: str, folder: str) -> None:

@@ -229,7 +229,7 @@ def write_report(sweep_dir: Path) -> pd.DataFrame:
         fig = draw_sweep_montage(rows)
         if fig is not None:
             name = (
-                f"reconstructions_{slug(label)}.png" if len(groups) > 1 else "reconstructions.png"
+                "reconstructions.png" if len(groups) == 1 else f"reconstructions_{slug(label)}.png"
             )
             save_figure(fig, sweep_dir / name)
             montages.append((label, name))

@@ -4,15 +4,15 @@ continue from, never a non-finite one, never lost to a failed write."""
 from __future__ import annotations
 
 import errno
-import json
 import os
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from omegaconf import OmegaConf
 
-from tests.conftest import SMOKE, ctrl_c_at_step
+from tests.conftest import SMOKE, ctrl_c_at_step, result_of
 
 
 class RunsCode:
@@ -23,10 +23,6 @@ class RunsCode:
 
     def __reduce__(self):
         return (os.system, (f"touch {self.marker}",))
-
-
-def result_of(run: Path) -> dict:
-    return json.loads((run / "result.json").read_text())
 
 
 def test_a_checkpoint_carrying_code_is_refused_and_never_runs(aesweep, tmp_path: Path) -> None:
@@ -174,3 +170,55 @@ def test_a_full_disk_keeps_the_previous_checkpoint(aesweep, tmp_path, monkeypatc
     )
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+
+
+def test_a_sweep_whose_next_job_cannot_start_ends_in_one_line(
+    aesweep, tmp_path, monkeypatch, capsys
+) -> None:
+    """The disk is full when Hydra writes the second job's config: the sweep stops with one
+    line and the resume= command, the finished job's report is written, no traceback; once
+    there is room again, resume= finishes the sweep."""
+    import hydra.core.utils
+
+    from aesweep import report
+
+    save_config = hydra.core.utils._save_config
+
+    def disk_full_for_dim_4(cfg, filename, output_dir):
+        if "dim_z=4" in str(output_dir):
+            raise OSError(errno.ENOSPC, "No space left on device", str(output_dir / filename))
+        return save_config(cfg, filename, output_dir)
+
+    monkeypatch.setattr(hydra.core.utils, "_save_config", disk_full_for_dim_4)
+    sweep = tmp_path / "sw"
+    stopped = aesweep("sweep", "sweep.dims=[8,4,2]", *SMOKE, "hydra.sweep.dir=sw")
+    assert stopped.code == 1
+    assert "Traceback" not in stopped.out + stopped.err
+    assert stopped.lines == [
+        f"aesweep: error: job dim_z=4 could not start: [Errno 28] No space left on device: "
+        f"'{sweep / 'dim_z=4' / '.hydra' / 'config.yaml'}'"
+    ]
+    assert stopped.out.splitlines()[-1] == (
+        f"aesweep: 2 of 3 jobs did not finish; rerun them with: aesweep sweep resume={sweep}"
+    )
+    table = pd.read_csv(sweep / "loss_vs_dim.csv")
+    assert table["dim_z"].tolist() == [8] and table["status"].tolist() == ["ok"]
+    assert not (sweep / "dim_z=2").exists()  # the sweep stopped there
+
+    def no_room(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as full:  # no room for the report either: still one line
+        full.setattr(report, "write_text", no_room)
+        assert report.report_and_exit_code(sweep, n_jobs=3) == 1
+    out, err = capsys.readouterr()
+    assert (
+        err
+        == "aesweep: error: the report could not be written: [Errno 28] No space left on device\n"
+    )
+    assert out.splitlines()[-1].startswith("aesweep: 2 of 3 jobs did not finish")
+
+    monkeypatch.setattr(hydra.core.utils, "_save_config", save_config)
+    assert aesweep("sweep", f"resume={sweep}").code == 0
+    table = pd.read_csv(sweep / "loss_vs_dim.csv")
+    assert table["dim_z"].tolist() == [8, 4, 2] and set(table["status"]) == {"ok"}

@@ -1,0 +1,1 @@
+"""aesweep's local launcher (Hydra finds launchers in the hydra_plugins namespace)."""

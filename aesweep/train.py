@@ -618,7 +618,7 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
         return previous
 
     base.update(slurm_job=slurm_job_id(), requeued=times_requeued())
-    write_json({**base, "status": "running", "error": None}, run_dir / RESULT)
+    record({**base, "status": "running", "error": None}, run_dir)
     time_limit = StopOnTimeLimit(hydra_cfg.launcher.get("signal_delay_s") if multirun else None)
     try:
         check_machine(cfg.trainer)  # again here: a cluster node may differ from the submitter
@@ -626,9 +626,7 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
             result = {**base, **train(cfg, run_dir, time_limit), "status": "ok", "error": None}
     except (Interrupted, KeyboardInterrupt) as e:
         interrupted = e if isinstance(e, Interrupted) else Interrupted("SIGINT")
-        write_json(
-            {**base, "status": "interrupted", "error": one_line(interrupted)}, run_dir / RESULT
-        )
+        record({**base, "status": "interrupted", "error": one_line(interrupted)}, run_dir)
         print(f"aesweep: {one_line(interrupted)}\nrun folder: {run_dir}", file=sys.stderr)
         time_limit.hand_over()  # submitit requeues the job (and exits) or says why not
         raise SystemExit(interrupted.exit_code) from None
@@ -637,17 +635,27 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
             raise
         error = one_line(e)
         if not isinstance(e, EXPLAINED):
-            (run_dir / "error.log").write_text(traceback.format_exc())
-            error += f" (traceback in {run_dir / 'error.log'})"
+            with contextlib.suppress(OSError):  # a full disk: the line still says what failed
+                (run_dir / "error.log").write_text(traceback.format_exc())
+                error += f" (traceback in {run_dir / 'error.log'})"
         result = {**base, "status": "failed", "error": error}
 
-    write_json(result, run_dir / RESULT)
+    record(result, run_dir)
     print(f"run folder: {run_dir}")
     print(summary(result))
     if result["status"] != "ok" and not multirun:
         print(f"aesweep: error: {result['error']}", file=sys.stderr)
         raise SystemExit(1)
     return result
+
+
+def record(result: dict[str, Any], run_dir: Path) -> None:
+    """result.json; a disk too full for it costs the record (one line), never the sweep:
+    the job then counts as unfinished, and resume= runs it again."""
+    try:
+        write_json(result, run_dir / RESULT)
+    except OSError as e:
+        print(f"aesweep: error: cannot record the job's {result['status']}: {e}", file=sys.stderr)
 
 
 def claim(run_dir: Path) -> str | None:

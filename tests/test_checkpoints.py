@@ -4,7 +4,10 @@ continue from, never a non-finite one, never lost to a failed write."""
 from __future__ import annotations
 
 import errno
+import json
 import os
+import re
+import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -150,17 +153,17 @@ def test_weights_that_went_non_finite_are_never_kept(aesweep, tmp_path, monkeypa
 def test_a_full_disk_keeps_the_previous_checkpoint(aesweep, tmp_path, monkeypatch) -> None:
     """The second last.ckpt write runs out of space half-way: the job fails with one line
     naming the folder, and the first last.ckpt still loads."""
-    save, writes = torch.save, []
+    write_bytes, writes = Path.write_bytes, []
 
-    def disk_fills_up(obj, f, *args, **kwargs):
-        if "last.ckpt" in str(f):
-            writes.append(f)
+    def disk_fills_up(self, data):
+        if ".last.ckpt." in self.name:  # the temporary file beside it
+            writes.append(self)
             if len(writes) > 1:
-                Path(f).write_bytes(b"PK\x03\x04 half a checkpoint")
+                write_bytes(self, b"PK\x03\x04 half a checkpoint")
                 raise OSError(errno.ENOSPC, "No space left on device")
-        return save(obj, f, *args, **kwargs)
+        return write_bytes(self, data)
 
-    monkeypatch.setattr(torch, "save", disk_fills_up)
+    monkeypatch.setattr(Path, "write_bytes", disk_fills_up)
     run = tmp_path / "run"
     outcome = aesweep("train", "dim_z=4", *SMOKE, "checkpoint_every_s=0.001", "hydra.run.dir=run")
     assert outcome.code == 1
@@ -222,3 +225,37 @@ def test_a_sweep_whose_next_job_cannot_start_ends_in_one_line(
     assert aesweep("sweep", f"resume={sweep}").code == 0
     table = pd.read_csv(sweep / "loss_vs_dim.csv")
     assert table["dim_z"].tolist() == [8, 4, 2] and set(table["status"]) == {"ok"}
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 40 MB file system (a tmpfs standing in for a quota), where the tests may mount one."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    command = ["mount", "-t", "tmpfs", "-o", "size=40m", "tmpfs", str(mount)]
+    if subprocess.run(command, capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def test_a_sweep_on_a_full_disk_loses_nothing(aesweep, small_disk) -> None:
+    """The issue's sweep on a real 40 MB file system: the disk fills up mid-sweep. Every
+    error is one line, no traceback; every checkpoint and result.json on the disk reads; the
+    command ends with the resume= command."""
+    sweep = small_disk / "sw"
+    outcome = aesweep("sweep", "sweep.dims=[64,32,16,8,4,2]", *SMOKE, f"hydra.sweep.dir={sweep}")
+    assert outcome.code == 1
+    assert "Traceback" not in outcome.out + outcome.err
+    assert "Error executing job" not in outcome.err
+    assert [
+        line for line in outcome.lines if "rror" in line and "aesweep: error:" not in line
+    ] == []
+    assert "no space left on the device" in outcome.out  # the jobs' own lines
+    last = outcome.out.splitlines()[-1]
+    assert re.fullmatch(rf"aesweep: [1-6] of 6 jobs did not finish; rerun them with: "
+                        rf"aesweep sweep resume={re.escape(str(sweep))}", last)  # fmt: skip
+    for path in sweep.glob("*/checkpoints/*.ckpt"):
+        assert torch.load(path, weights_only=True)["state_dict"], path
+    for path in sweep.glob("*/result.json"):
+        assert json.loads(path.read_text())["status"] in ("ok", "failed", "running"), path

@@ -389,10 +389,7 @@ def train(
     model = build_model(cfg, splits, pca)
     datamodule = TensorDataModule(splits, cfg.data.batch_size, cfg.seed, model.steps_per_call)
 
-    ckpt_path = checkpoint_to_continue(cfg, run_dir)
-    if ckpt_path is not None:  # again here: a cluster node may read another file system
-        shapes = {key: model.hparams[key] for key in SHAPE_KEYS}
-        check_shapes(ckpt_path, read_checkpoint(ckpt_path), shapes)
+    ckpt_path = checked_checkpoint(cfg, run_dir, model)
     failed_loggers: dict[str, str] = {}  # logger -> why it failed; the run goes on without it
     trainer = build_trainer(cfg, run_dir, time_limit, failed_loggers)
     clock.lap("build")
@@ -435,6 +432,16 @@ def train(
     if trainer.is_global_zero:
         log_results(trainer.loggers, metrics, trainer.global_step, failed_loggers)
     return {**metrics, "failed_loggers": failed_loggers or None, "timings": clock.timings}
+
+
+def checked_checkpoint(cfg: DictConfig, run_dir: Path, model: AutoEncoder) -> Path | None:
+    """The checkpoint this run continues from, its shapes checked against the model (again
+    here, after the CLI's check: a cluster node may read another file system)."""
+    ckpt_path = checkpoint_to_continue(cfg, run_dir)
+    if ckpt_path is not None:
+        shapes = {key: model.hparams[key] for key in SHAPE_KEYS}
+        check_shapes(ckpt_path, read_checkpoint(ckpt_path), shapes)
+    return ckpt_path
 
 
 def fit(

@@ -141,7 +141,7 @@ def register_launcher() -> None:
     from hydra.core.config_store import ConfigStore
     from hydra.core.plugins import Plugins
 
-    from hydra_plugins.aesweep_basic.launcher import BasicLauncher
+    from hydra_plugins.aesweep_submitit.basic import BasicLauncher
 
     plugins = Plugins.instance()  # scans Hydra's own plugins first: our "basic" replaces its
     plugins.register(BasicLauncher)

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning_fabric.plugins import CheckpointIO, ClusterEnvironment
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.accelerators import CPUAccelerator
@@ -344,13 +345,16 @@ def build_trainer(
 ) -> pl.Trainer:
     """The configured Trainer with the chosen loggers (by default metrics.csv) and the
     checkpoints in the run folder."""
-    plugins = [*cluster_plugins(), RunFolderCheckpointIO()]
+    chosen = list(instantiate(cfg.trainer.get("plugins")) or [])  # the user's trainer.plugins
+    ours = [p for p in [*cluster_plugins(), RunFolderCheckpointIO()]  # unless they chose one
+            if not any(isinstance(c, kind) and isinstance(p, kind) for c in chosen
+                       for kind in (ClusterEnvironment, CheckpointIO))]  # fmt: skip
     trainer = instantiate(
         cfg.trainer,
         default_root_dir=str(run_dir),
         logger=build_loggers(cfg, run_dir, failed_loggers) or False,
         callbacks=[*checkpointing(cfg, run_dir), time_limit, *plain_progress(cfg.trainer)],
-        **({} if "plugins" in cfg.trainer else {"plugins": plugins}),
+        plugins=chosen + ours,
     )
     if isinstance(trainer.accelerator, CPUAccelerator):
         # Lightning sets this at import so that CUDA checks never initialise CUDA before a

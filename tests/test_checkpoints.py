@@ -259,3 +259,18 @@ def test_a_sweep_on_a_full_disk_loses_nothing(aesweep, small_disk) -> None:
         assert torch.load(path, weights_only=True)["state_dict"], path
     for path in sweep.glob("*/result.json"):
         assert json.loads(path.read_text())["status"] in ("ok", "failed", "running"), path
+
+
+def test_a_users_trainer_plugins_keep_the_run_folders_checkpoint_io(tmp_path) -> None:
+    """+trainer.plugins adds to aesweep's plugins: checkpoints are still read as data and
+    written through a temporary file in their folder."""
+    from aesweep.requeue import StopOnTimeLimit
+    from aesweep.train import RunFolderCheckpointIO, build_trainer
+    from tests.conftest import composed
+
+    environment = "lightning_fabric.plugins.environments.LightningEnvironment"
+    cfg = composed(*SMOKE, f"+trainer.plugins=[{{_target_:{environment}}}]")
+    trainer = build_trainer(cfg, tmp_path, StopOnTimeLimit(), failed_loggers={})
+    assert isinstance(trainer.strategy.checkpoint_io, RunFolderCheckpointIO)
+    environments = trainer._accelerator_connector.cluster_environment
+    assert type(environments).__name__ == "LightningEnvironment"

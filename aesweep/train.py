@@ -194,6 +194,18 @@ class BestCheckpoint(RunFolderCheckpoint):
     def __init__(self, dirpath: Path) -> None:
         super().__init__(dirpath, filename="best", monitor="val_mse", save_weights_only=True,
                          enable_version_counter=False, save_on_train_epoch_end=False)  # fmt: skip
+        self.validations = 0  # since the start, resumes included: 0 means nothing chose
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.validations += not trainer.sanity_checking
+        super().on_validation_end(trainer, pl_module)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "validations": self.validations}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.validations = state_dict.get("validations", 1)  # older checkpoints: assume one
+        super().load_state_dict(state_dict)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_train_start(trainer, pl_module)
@@ -432,6 +444,8 @@ def train(
     clock.lap("probe")
     if trainer.is_global_zero:
         metrics.update(write_artefacts(model, splits, pca, cfg, run_dir))
+        if cfg.select == "best" and best_epoch is None:
+            metrics["notes"].append(NO_VALIDATION.removeprefix("aesweep: "))
     clock.lap("artefacts")
     if trainer.is_global_zero:
         log_results(trainer.loggers, metrics, trainer.global_step, failed_loggers)
@@ -473,13 +487,25 @@ def fit(
 
 def keep_selected(trainer: pl.Trainer, model: AutoEncoder) -> int | None:
     """select=best: the model takes best.ckpt's weights; returns the epoch they are from (0:
-    the untrained start); None with select=last, where the model keeps its last weights."""
+    the untrained start); None with select=last, where the model keeps its last weights, and
+    where no validation ran to choose (then best.ckpt, the untrained start, goes: load and
+    encode use last.ckpt, the weights result.json reports, and a notice says so)."""
     best = next((c for c in trainer.checkpoint_callbacks if isinstance(c, BestCheckpoint)), None)
     if best is None:
+        return None
+    if best.validations == 0 and trainer.global_step > 0:
+        Path(best.best_model_path).unlink(missing_ok=True)
+        print(NO_VALIDATION, file=sys.stderr)
         return None
     kept = read_checkpoint(Path(best.best_model_path))
     model.load_state_dict(kept["state_dict"])
     return kept["epoch"] + 1 if kept["global_step"] > 0 else 0
+
+
+NO_VALIDATION = (
+    "aesweep: select=best kept the last state: training ended before its first validation "
+    "(e.g. trainer.max_steps), so nothing chose another"
+)
 
 
 @torch.no_grad()

@@ -274,3 +274,23 @@ def test_a_users_trainer_plugins_keep_the_run_folders_checkpoint_io(tmp_path) ->
     assert isinstance(trainer.strategy.checkpoint_io, RunFolderCheckpointIO)
     environments = trainer._accelerator_connector.cluster_environment
     assert type(environments).__name__ == "LightningEnvironment"
+
+
+def test_select_best_without_a_validation_keeps_the_last_state_and_says_so(aesweep, tmp_path):
+    """trainer.max_steps=2 ends before the first validation (5 steps an epoch): nothing chose
+    the untrained start, so the run keeps what it trained, says so, and load/encode agree."""
+    from aesweep.trained import load
+
+    outcome = aesweep("train", "dim_z=4", *SMOKE, "trainer.max_steps=2", "hydra.run.dir=run")
+    assert outcome.code == 0
+    assert "aesweep: select=best kept the last state: training ended before its first " in (
+        outcome.err
+    )
+    result = result_of(tmp_path / "run")
+    assert result["best_epoch"] is None and result["steps"] == 2
+    assert any("kept the last state" in note for note in result["notes"])
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["last.ckpt"]
+    x = torch.rand(8, 784)
+    last = torch.load(tmp_path / "run/checkpoints/last.ckpt", weights_only=True)["state_dict"]
+    assert torch.equal(load(tmp_path / "run").encoder[0].weight, last["encoder.0.weight"])
+    assert load(tmp_path / "run")(x).shape == x.shape

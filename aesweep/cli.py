@@ -133,15 +133,25 @@ def run_hydra(task_path: str, args: list[str]) -> None:
 
 
 def register_launcher() -> None:
-    """aesweep's SLURM launcher (hydra/launcher=submitit_slurm), by Hydra's own API: its
-    plugin scan does not see packages of an editable install."""
+    """aesweep's launchers, by Hydra's own API (its plugin scan does not see packages of an
+    editable install): hydra/launcher=basic (the default) becomes aesweep's, which ends a
+    sweep whose next job cannot start in one line; hydra/launcher=submitit_slurm."""
+    from hydra.core.config_store import ConfigStore
+    from hydra.core.plugins import Plugins
+
+    from hydra_plugins.aesweep_submitit.basic import BasicLauncher
+
+    plugins = Plugins.instance()  # scans Hydra's own plugins first: our "basic" replaces its
+    plugins.register(BasicLauncher)
+    target = f"{BasicLauncher.__module__}.{BasicLauncher.__name__}"
+    ConfigStore.instance().store(
+        group="hydra/launcher", name="basic", node={"_target_": target}, provider="aesweep"
+    )
     try:
         from hydra_plugins.aesweep_submitit.launcher import SlurmLauncher
     except ImportError:  # no `launchers` extra
         return
-    from hydra.core.plugins import Plugins
-
-    Plugins.instance().register(SlurmLauncher)
+    plugins.register(SlurmLauncher)
 
 
 def hydra_arguments(rest: list[str]) -> Any:

@@ -9,6 +9,7 @@ import json
 import re
 import secrets
 import shlex
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -427,15 +428,21 @@ def format_table(table: pd.DataFrame) -> str:
     return shown.to_string(index=False, float_format=lambda v: f"{v:.4g}")
 
 
-def report_and_exit_code(sweep_dir: Path) -> int:
-    """Write the report, print it, and say whether every job finished (0) or not (1)."""
-    table = write_report(sweep_dir)
+def report_and_exit_code(sweep_dir: Path, n_jobs: int | None = None) -> int:
+    """Write the report (a full disk costs the report, not the command's ending), print it,
+    and say whether all `n_jobs` (default: every job folder) finished (0) or not (1)."""
+    try:
+        table = write_report(sweep_dir)
+    except OSError as e:
+        table = collect(sweep_dir)
+        print(f"aesweep: error: the report could not be written: {e}", file=sys.stderr)
     print(f"\nsweep folder: {sweep_dir}")
     print(format_table(table))
-    unfinished = table[table["status"] != "ok"]
-    if len(unfinished):
+    total = max(n_jobs or 0, len(table))
+    unfinished = total - int((table["status"] == "ok").sum())
+    if unfinished:
         print(
-            f"aesweep: {len(unfinished)} of {len(table)} jobs did not finish; "
+            f"aesweep: {unfinished} of {total} jobs did not finish; "
             f"rerun them with: aesweep sweep resume={sweep_dir}"
         )
         return 1
@@ -545,6 +552,6 @@ class SweepReportCallback(Callback):
         print(progress_line(self.done, self.n_jobs, elapsed, job, result), flush=True)
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
-        code = report_and_exit_code(Path(config.hydra.sweep.dir).absolute())
+        code = report_and_exit_code(Path(config.hydra.sweep.dir).absolute(), self.n_jobs)
         if code:
             raise SystemExit(code)

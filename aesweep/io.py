@@ -5,6 +5,7 @@ team can read each other's sweeps."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -66,6 +67,10 @@ def save_figure(fig: Any, path: Path, dpi: int = 100) -> None:
 
 
 def save_torch(obj: object, path: Path) -> None:
+    """torch.save, serialised in memory first: torch reports a write that fails on a full
+    disk as a RuntimeError without errno, Python's own write as OSError(ENOSPC)."""
     import torch
 
-    replace_atomically(path, lambda tmp: torch.save(obj, tmp))
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    replace_atomically(path, lambda tmp: Path(tmp).write_bytes(buffer.getbuffer()))

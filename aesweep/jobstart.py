@@ -1,12 +1,8 @@
-"""The first code of an aesweep SLURM job: `env --block-signal=USR2 python -u -m
-aesweep.jobstart ... FOLDER` runs submitit's job entry point (submitit.core._submit) with the
-time-limit warning held.
-
-SLURM checks time limits every 30 s, so its warning (USR2) may come up to 30 s before the
-`signal_delay_s` asked for, and a requeued job whose whole limit lies in that window gets it
-as it starts. USR2's default action would kill the job there, before submitit has installed
-its handler: blocked from exec on, and held here, training acts on it instead
-(aesweep.requeue.StopOnTimeLimit).
+"""The first code of an aesweep SLURM job (`env --block-signal=USR2 python -u -m
+aesweep.jobstart ... FOLDER`): submitit's job entry point with the time-limit warning held.
+A requeued job whose whole limit lies in SLURM's 30 s check window gets USR2 as it starts,
+whose default action would kill it before submitit's handler is in: blocked from exec on
+and held here, training acts on it instead (aesweep.requeue.StopOnTimeLimit).
 """
 
 from __future__ import annotations

@@ -1,9 +1,6 @@
-"""Experiment loggers from the `logger` config group (csv, tensorboard, mlflow, or several).
-
-Each config file puts one Lightning logger under its own key, as in lightning-hydra-template,
-so `logger=[csv,tensorboard]` merges them. The optional packages are only imported when
-their logger is chosen: the default CSV logger costs nothing extra.
-"""
+"""Experiment loggers from the `logger` config group: each file puts one Lightning logger
+under its own key, as in lightning-hydra-template, so `logger=[csv,tensorboard]` merges
+them. Optional packages are imported only when their logger is chosen."""
 
 from __future__ import annotations
 
@@ -23,7 +20,7 @@ REQUIREMENTS = {
     "tensorboard": (("tensorboard",), "tensorboard"),
     "mlflow": (("mlflow", "sqlalchemy", "alembic"), "mlflow"),  # SQLite store: SQLAlchemy
 }
-DEFAULT_EXPERIMENT = "aesweep"  # the MLflow experiment of single runs
+SQLITE = "sqlite:///"
 
 
 def check_loggers(cfg: DictConfig) -> None:
@@ -44,13 +41,11 @@ def check_loggers(cfg: DictConfig) -> None:
 def sqlite_uri(uri: str, cwd: Path) -> str:
     """`sqlite:///relative/path.db` made absolute against `cwd`, its folder created, so that
     every job of a sweep writes to the same store wherever it runs."""
-    prefix = "sqlite:///"
-    if not uri.startswith(prefix):
+    if not uri.startswith(SQLITE):
         return uri
-    path = Path(uri[len(prefix) :])
-    path = path if path.is_absolute() else cwd / path
+    path = cwd / uri.removeprefix(SQLITE)  # an absolute path stays as it is
     path.parent.mkdir(parents=True, exist_ok=True)
-    return prefix + str(path)
+    return SQLITE + str(path)
 
 
 def job_names(run_dir: Path) -> tuple[str, str]:
@@ -61,26 +56,20 @@ def job_names(run_dir: Path) -> tuple[str, str]:
 
     if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
         return Path(HydraConfig.get().sweep.dir).name, run_dir.name
-    return DEFAULT_EXPERIMENT, run_dir.name
+    return "aesweep", run_dir.name  # single runs share one experiment
 
 
 def build_loggers(cfg: DictConfig, run_dir: Path, failed: dict[str, str]) -> list[Any]:
-    """The configured Lightning loggers, each opened here (its run created): one that cannot
-    open is left out, with its reason in `failed`, and training goes on with the others.
-    Null save_dir, names and relative SQLite paths are filled in from the run folder and the
-    folder aesweep was started in."""
+    """The configured Lightning loggers, each opened here: one that cannot open is left out,
+    its reason in `failed`, and training goes on. Null save_dir and names and relative
+    SQLite paths are filled in from the run folder and the folder aesweep started in."""
     from hydra.utils import instantiate
 
     experiment, run = job_names(run_dir)
+    nulls = {"save_dir": str(run_dir), "experiment_name": experiment, "run_name": run}
     loggers = []
     for key, conf in (cfg.get("logger") or {}).items():
-        fill: dict[str, Any] = {}
-        if conf.get("save_dir", "") is None:
-            fill["save_dir"] = str(run_dir)
-        if conf.get("experiment_name", "") is None:
-            fill["experiment_name"] = experiment
-        if conf.get("run_name", "") is None:
-            fill["run_name"] = run
+        fill = {k: v for k, v in nulls.items() if conf.get(k, "") is None}
         if conf.get("tracking_uri"):
             fill["tracking_uri"] = sqlite_uri(str(conf.tracking_uri), Path.cwd())
             if "artifact_location" not in conf:
@@ -101,10 +90,9 @@ def _reason(e: BaseException) -> str:
 
 
 def prepare_stores(cfg: DictConfig, experiment: str) -> None:
-    """Create each MLflow store (its schema) and the sweep's experiment once, before any job
-    starts: parallel jobs then only add runs. Each job on a fresh store would migrate the
-    schema and create the experiment at once, and all but one would fail. SQLite stores are
-    switched to WAL, so that readers never wait for the one writer."""
+    """Create each MLflow store and the sweep's experiment once, before any job starts:
+    parallel jobs on a fresh store would all migrate its schema, and all but one fail.
+    SQLite stores use WAL, so that readers never wait for the one writer."""
     for conf in (cfg.get("logger") or {}).values():
         target = str(conf.get("_target_", ""))
         if not target.endswith("MLFlowLogger") or not conf.get("tracking_uri"):
@@ -113,10 +101,10 @@ def prepare_stores(cfg: DictConfig, experiment: str) -> None:
 
         uri = sqlite_uri(str(conf.tracking_uri), Path.cwd())
         client = MlflowClient(tracking_uri=uri)  # a SQLite store is created and migrated here
-        if uri.startswith("sqlite:///"):
+        if uri.startswith(SQLITE):
             import sqlite3
 
-            with contextlib.closing(sqlite3.connect(uri.removeprefix("sqlite:///"))) as db:
+            with contextlib.closing(sqlite3.connect(uri.removeprefix(SQLITE))) as db:
                 db.execute("PRAGMA journal_mode=WAL")
         name = conf.get("experiment_name") or experiment
         if client.get_experiment_by_name(name) is None:
@@ -125,8 +113,7 @@ def prepare_stores(cfg: DictConfig, experiment: str) -> None:
 
 
 class SharedStores(Callback):
-    """Hydra callback: before a multirun's jobs start, in the submitting process, create the
-    stores they share (prepare_stores)."""
+    """Hydra callback: prepare_stores in the submitting process, before the jobs start."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
@@ -137,10 +124,9 @@ class SharedStores(Callback):
 
 def _artifact_location(tracking_uri: str) -> str | None:
     """Beside a local SQLite store (MLflow's default would be ./mlruns in whatever folder)."""
-    prefix = "sqlite:///"
-    if not tracking_uri.startswith(prefix):
+    if not tracking_uri.startswith(SQLITE):
         return None
-    return (Path(tracking_uri[len(prefix) :]).parent / "mlartifacts").as_uri()
+    return (Path(tracking_uri.removeprefix(SQLITE)).parent / "mlartifacts").as_uri()
 
 
 def job_parameters() -> dict[str, str]:
@@ -158,10 +144,9 @@ def job_parameters() -> dict[str, str]:
 def log_results(
     loggers: list[Any], metrics: dict[str, Any], step: int, failed: dict[str, str]
 ) -> None:
-    """Send the run's final metrics (result.json's numbers: test_sse, pca_test_sse, ...) and
-    its overrides to every logger but the CSV one, whose metrics.csv keeps its shape
-    (result.json holds these for it). A logger that fails here costs the run nothing: its
-    reason goes into `failed` (MLFlowLogger as mlflow)."""
+    """result.json's numbers and the overrides to every logger but the CSV one (its
+    metrics.csv keeps its shape); a logger that fails here costs the run nothing: its reason
+    goes into `failed` (MLFlowLogger as mlflow)."""
     from pytorch_lightning.loggers import CSVLogger
 
     numbers = {

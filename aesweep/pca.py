@@ -1,12 +1,9 @@
-"""Closed-form PCA for every k from one SVD, and the comparison of a linear autoencoder's
-decoder with PCA's subspace.
-
-Units follow the metrics contract: `*_mse` is per pixel, `*_sse` is the sum of squared
-errors per image (Hinton & Salakhutdinov's "average squared error per image").
-"""
+"""Closed-form PCA for every k from one SVD, and a linear decoder's subspace against PCA's.
+Units as in the metrics contract: `*_mse` per pixel, `*_sse` summed per image."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 from dataclasses import dataclass
@@ -24,12 +21,9 @@ from aesweep.io import save_torch, write_text
 @dataclass(frozen=True)
 class PCAFit:
     """PCA of a training split, scored on a test split, for every k = 0..d at once.
-
-    mean: (d,) training mean. components: (d, d), rows orthonormal, by decreasing training
-    variance (directions beyond the data's rank complete the basis). variances: (d,)
-    training variance along each component. test_sse: (d + 1,), entry k is the mean per-image
-    squared error on the test split of the reconstruction from the top k components.
-    """
+    mean: (d,). components: (d, d), orthonormal rows by decreasing training variance (beyond
+    the data's rank they complete the basis). variances: (d,) along each component.
+    test_sse: (d + 1,), entry k the mean per-image test error with the top k components."""
 
     mean: Tensor
     components: Tensor
@@ -42,9 +36,6 @@ class PCAFit:
 
     def test_mse(self, k: int) -> float:
         return float(self.test_sse[k]) / self.input_dim
-
-    def explained_variance_ratio(self) -> Tensor:
-        return self.variances / self.variances.sum()
 
 
 def fit_pca(train_x: Tensor, test_x: Tensor) -> PCAFit:
@@ -85,9 +76,8 @@ def tall_pca(train_x: Tensor, rows: int = 65536) -> tuple[Tensor, Tensor, Tensor
 
 
 def cache_key(train_x: Tensor, test_x: Tensor) -> str:
-    """The data's identity for the PCA cache: a hash of the training and test images
-    themselves, so new files under the same data.root (a finished download, another
-    dataset) never reuse a stale PCA. ~0.1 s for full MNIST."""
+    """The PCA cache's key: a hash of the training and test images themselves, so other data
+    under the same data.root never reuse a stale PCA. ~0.1 s for full MNIST."""
     digest = hashlib.blake2b(digest_size=12)
     for x in (train_x, test_x):
         digest.update(str((tuple(x.shape), x.dtype)).encode())
@@ -104,13 +94,9 @@ def cached_pca(cache_dir: Path, train_x: Tensor, test_x: Tensor) -> PCAFit:
     key = cache_key(train_x, test_x)
     if key in _memory:
         return _memory[key]
-    path = cache_dir / f"pca-{key}.pt"
-    fit = None
-    if path.is_file():
-        try:
-            fit = PCAFit(**torch.load(path, weights_only=True))
-        except Exception:
-            fit = None
+    path, fit = cache_dir / f"pca-{key}.pt", None
+    with contextlib.suppress(Exception):  # missing or damaged: computed below
+        fit = PCAFit(**torch.load(path, weights_only=True))
     if fit is None or fit.input_dim != train_x.shape[1]:
         fit = fit_pca(train_x, test_x)
         save_torch(fit.__dict__, path)
@@ -132,15 +118,13 @@ def principal_angles(a: Tensor, b: Tensor) -> Tensor:
 
 
 def recovered_directions(decoder_weight: Tensor, centred_train: Tensor) -> Tensor:
-    """Principal directions recovered from a linear decoder (Plaut 2018; Kunin et al. 2019):
-    orthonormalise the decoder's columns, then rotate them by the eigenvectors of the
-    training covariance projected onto that subspace. Returns (k, d) rows by decreasing
-    variance; each row's sign is arbitrary."""
+    """Principal directions (k, d) recovered from a linear decoder (Plaut 2018; Kunin et al.
+    2019): its orthonormalised columns rotated by the eigenvectors of the training covariance
+    in that subspace; rows by decreasing variance, each row's sign arbitrary."""
     q, _ = torch.linalg.qr(decoder_weight.double())
     coords = centred_train.double() @ q
-    eigvals, eigvecs = torch.linalg.eigh(coords.T @ coords)
-    directions = (q @ eigvecs.flip(1)).T
-    return directions.float()
+    _, eigvecs = torch.linalg.eigh(coords.T @ coords)
+    return (q @ eigvecs.flip(1)).T.float()
 
 
 @dataclass(frozen=True)
@@ -170,11 +154,10 @@ def compare_subspaces(
     recovered = recovered_directions(decoder_weight, centred_train)
     dots = (recovered.double() * top.double()).sum(dim=1)
     recovered = recovered * torch.where(dots < 0, -1.0, 1.0).float()[:, None]  # match PCA's signs
-    cos = dots.abs()
     comparison = SubspaceComparison(
         max_angle_deg=math.degrees(float(angles.max())),
         mean_sq_cos=float(torch.cos(angles).pow(2).mean()),
-        component_cos=[round(float(c), 6) for c in cos],
+        component_cos=[round(float(c), 6) for c in dots.abs()],
     )
     return comparison, recovered
 
@@ -183,7 +166,7 @@ def pca_table(fit: PCAFit) -> Any:
     """The PCA curve as a table: k, test error per pixel and per image, explained variance."""
     import pandas as pd
 
-    ratio = torch.cat([fit.explained_variance_ratio().new_zeros(1), fit.explained_variance_ratio()])
+    ratio = torch.cat([fit.variances.new_zeros(1), fit.variances / fit.variances.sum()])
     return pd.DataFrame(
         {
             "k": range(fit.input_dim + 1),

@@ -69,13 +69,9 @@ def draw_latent(codes: Any, labels: Any) -> Figure:
     ax = fig.add_subplot()
     rng = np.random.default_rng(0)
     for label in np.unique(labels):
-        c = codes[labels == label]
-        color = f"C{int(label) % 10}"
-        if codes.shape[1] >= 2:
-            ax.scatter(c[:, 0], c[:, 1], s=6, color=color, label=str(label), alpha=0.7)
-        else:
-            jitter = label + rng.uniform(-0.3, 0.3, len(c))
-            ax.scatter(c[:, 0], jitter, s=6, color=color, label=str(label), alpha=0.7)
+        c = codes[labels == label]  # dim_z = 1: the labels, jittered, as the second axis
+        y = c[:, 1] if codes.shape[1] >= 2 else label + rng.uniform(-0.3, 0.3, len(c))
+        ax.scatter(c[:, 0], y, s=6, color=f"C{int(label) % 10}", label=str(label), alpha=0.7)
     if codes.shape[1] >= 2:
         ax.set(xlabel="z[0]", ylabel="z[1]", title="Test codes, dim(z) = 2")
     else:
@@ -106,9 +102,8 @@ PROBES = (("probe_acc", "o-", "linear probe"), ("knn_acc", "o--", "5-NN"))
 
 
 def draw_accuracy_vs_dim(curves: Sequence[tuple[str, Any]], seeds: int = 1) -> Figure:
-    """Test accuracy of the linear probe (solid) and 5-NN (dashed) on the AE's codes and on
-    PCA's (black) against k; `curves`: (label, table with dim_z and the accuracy columns of
-    aesweep/probe.py, each with _min and _max over seeds) per AE curve."""
+    """Test accuracy of the linear probe (solid) and 5-NN (dashed) on the AE's and PCA's
+    (black) codes against k; `curves`: (label, report.per_size's table) per AE curve."""
     fig = Figure(figsize=(7, 4.8), dpi=DPI)
     ax = fig.add_subplot()
     pca_drawn: list[tuple] = []
@@ -132,15 +127,20 @@ def draw_accuracy_vs_dim(curves: Sequence[tuple[str, Any]], seeds: int = 1) -> F
                     label="PCA 5-NN" if first else None)  # fmt: skip
     band = f" (mean of {seeds} seeds, band: min-max)" if seeds > 1 else ""
     dims = sorted({int(k) for _, rows in curves for k in rows["dim_z"]})
-    ax.set(
-        xscale="log",
-        xlabel="bottleneck size dim(z) (log scale)",
+    log_dims(
+        ax,
+        dims,
         ylabel="test accuracy on the codes",
         title=f"What the codes keep of the classes{band}",
     )
-    ax.set_xticks(dims, [str(k) for k in dims])
-    ax.minorticks_off()
-    ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def log_dims(ax: Any, dims: Sequence[int], **labels: str) -> None:
+    """A log-scale dim(z) axis ticked at the swept sizes, with a light grid."""
+    ax.set(xscale="log", xlabel="bottleneck size dim(z) (log scale)", **labels)
+    ax.set_xticks(dims, [str(k) for k in dims])
+    ax.minorticks_off()
+    ax.grid(True, alpha=0.3)

@@ -22,13 +22,10 @@ NEIGHBOURS = 5
 def on_input_scale(
     train: np.ndarray, test: np.ndarray, input_spread: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Codes centred on the training mean and multiplied by one number for all dimensions,
-    so that their RMS per-dimension spread is the input's (`input_spread`): the probe's
-    penalty means the same at any k and code scale, at k = d PCA's codes are the inputs
-    rotated (the probe is logistic regression on the pixels, exactly), and the code's
-    geometry is kept (5-NN sees the same neighbours). Per-dimension standardisation would
-    blow PCA's trailing noise up to its leading components' size (k=784: 0.79 against 0.89
-    on the embedded digits)."""
+    """Codes centred and scaled by one number so that their RMS spread per dimension is the
+    input's: the probe's penalty means the same at any k, at k = d PCA's codes are the
+    pixels rotated, and 5-NN sees the code's own geometry. Standardising each dimension
+    would blow PCA's trailing noise up (k=784: 0.79 against 0.89 on the embedded digits)."""
     mean = train.mean(axis=0)
     spread = float(np.sqrt(train.var(axis=0).mean()))
     factor = input_spread / spread if spread > 0 else 1.0
@@ -65,14 +62,10 @@ def probe_codes(
         keep = torch.from_numpy(np.random.default_rng(0).permutation(len(train_x))[:MAX_TRAIN])
         train_x, train_y = train_x[keep], train_y[keep]
     basis = pca.components[:k].T
-
-    def pca_codes(x: Tensor) -> Tensor:
-        return (x - pca.mean) @ basis
-
     spread = float(train_x.var(dim=0).mean().sqrt())
     ys = train_y.numpy(), splits.test_y.numpy()
     result = {}
-    for prefix, codes in (("", encode), ("pca_", pca_codes)):
+    for prefix, codes in (("", encode), ("pca_", lambda x: (x - pca.mean) @ basis)):
         train, test = on_input_scale(codes(train_x).numpy(), codes(splits.test_x).numpy(), spread)
         linear, knn = accuracies(train, ys[0], test, ys[1])
         result |= {f"{prefix}probe_acc": linear, f"{prefix}knn_acc": knn}

@@ -12,11 +12,8 @@ from pytorch_lightning.callbacks import ProgressBar
 
 
 class EpochLines(ProgressBar):
-    """Prints `epoch i/N: train_loss=… val_loss=… (elapsed s)` once per epoch.
-
-    Callbacks' `on_train_epoch_end` runs before the module's, which logs the epoch's
-    `train_loss`; so an epoch's line is printed when the next epoch starts or training ends.
-    """
+    """Prints `epoch i/N: train_loss=… val_loss=… (elapsed s)` once per epoch, when the next
+    starts or training ends: the module logs train_loss after callbacks' epoch end."""
 
     def __init__(self) -> None:
         super().__init__()

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import shlex
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,10 +19,11 @@ import numpy as np
 import pandas as pd
 from hydra.experimental.callback import Callback
 from matplotlib.figure import Figure
+from omegaconf import OmegaConf
 
-from aesweep.config import FEATURE_ERRORS, NOT_JOB_SETTINGS, RESULT, UNITS, job_settings
+from aesweep.config import FEATURE_ERRORS, GENERATED, NOT_JOB_SETTINGS, RESULT, UNITS, job_settings
 from aesweep.io import save_figure, write_text
-from aesweep.plots import DPI, draw_accuracy_vs_dim, draw_montage
+from aesweep.plots import DPI, draw_accuracy_vs_dim, draw_montage, log_dims
 
 ACCURACIES = ["probe_acc", "pca_probe_acc", "knn_acc", "pca_knn_acc"]  # aesweep/probe.py
 METRIC_COLUMNS = [
@@ -68,17 +71,11 @@ DESCRIPTION_COLUMNS = [
     "failed_loggers",
     "run_dir",
 ]
-IGNORED_OVERRIDES = ("dim_z", *NOT_JOB_SETTINGS)
-# Overrides that aesweep's CLI adds to a user's command (cli.prepare): not part of it.
-GENERATED = ("hydra.job.name=", "hydra.job.config.override_dirname.", "hydra.sweep.subdir=",
-             "hydra.mode=", "hydra.sweep.dir=", "resume=",
-             "hydra.callbacks.sweep_report.n_jobs=")  # fmt: skip
 
 
 def collect(sweep_dir: Path) -> pd.DataFrame:
-    """One row per job folder holding a result.json: the swept settings (overrides whose
-    value differs between jobs) first, then the metrics, sorted by dim_z descending;
-    `run_dir` is the job folder under `sweep_dir` as given, wherever the sweep was made."""
+    """One row per job folder's result.json, sorted by dim_z descending: the swept settings
+    (overrides that differ between jobs), then the metrics; `run_dir` is where it is now."""
     rows = []
     for path in sorted(sweep_dir.glob(f"*/{RESULT}")):
         try:
@@ -88,7 +85,7 @@ def collect(sweep_dir: Path) -> pd.DataFrame:
         rows.append({**row, "run_dir": str(path.parent)})  # where it is now: sweeps move
     if not rows:
         return pd.DataFrame(columns=METRIC_COLUMNS)
-    settings = [_settings(r.get("overrides", [])) for r in rows]
+    settings = [job_settings(r.get("overrides", []), ("dim_z", *NOT_JOB_SETTINGS)) for r in rows]
     keys = sorted({k for s in settings for k in s})
     swept = [k for k in keys if len({s.get(k) for s in settings}) > 1]
     table = pd.DataFrame(rows)
@@ -125,26 +122,15 @@ def per_size(ok: pd.DataFrame) -> pd.DataFrame:
     return sizes
 
 
-def _settings(overrides: Sequence[str]) -> dict[str, str]:
-    return job_settings(overrides, skip=IGNORED_OVERRIDES)
-
-
 def combinations(table: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     """(label, rows) per combination of the swept non-dim settings; one ("", all) if none."""
     settings = table.attrs.get("settings", [])
     if not settings:
         return [("", table)]
-    groups = table.groupby(settings, sort=True, dropna=False)
-    return [
-        (
-            ", ".join(
-                f"{k}={v}"
-                for k, v in zip(settings, key if isinstance(key, tuple) else (key,), strict=True)
-            ),
-            rows,
-        )
-        for key, rows in groups
-    ]
+    groups = []
+    for key, rows in table.groupby(settings, sort=True, dropna=False):  # key: a tuple
+        groups.append((", ".join(f"{k}={v}" for k, v in zip(settings, key, strict=True)), rows))
+    return groups
 
 
 def units_of(table: pd.DataFrame) -> str:
@@ -182,25 +168,21 @@ def draw_loss_vs_dim(table: pd.DataFrame) -> Figure:
         name = "PCA (closed form)" + (f" {label}" if len(pca_curves) > 1 else "")
         axes[0].plot(dims, errors, "s--", color="black", alpha=1 - 0.25 * (i % 3), label=name)
     input_dim = int(ok["input_dim"].iloc[0]) if len(ok) and "input_dim" in ok else None
-    axes[0].set(
-        xscale="log",
-        xlabel="bottleneck size dim(z) (log scale)",
+    dims = sorted(ok["dim_z"].unique())
+    log_dims(
+        axes[0],
+        dims,
         ylabel=f"test error: squared error per row\n(sum over its {units_of(table)})",
         title=f"Reconstruction error vs code size (input dim {input_dim})",
     )
     axes[0].legend(fontsize=8)
     if angles:
-        axes[1].set(
-            xscale="log",
-            xlabel="bottleneck size dim(z) (log scale)",
+        log_dims(
+            axes[1],
+            dims,
             ylabel="largest principal angle to PCA subspace (degrees)",
             title="Linear AE subspace vs PCA",
         )
-    dims = sorted(ok["dim_z"].unique())
-    for ax in axes:
-        ax.set_xticks(dims, [str(k) for k in dims])
-        ax.minorticks_off()
-        ax.grid(True, alpha=0.3)
     fig.tight_layout()
     return fig
 
@@ -274,10 +256,6 @@ def accuracy_figure(ok: pd.DataFrame) -> Figure | None:
 
 def sweep_command(sweep_dir: Path) -> str | None:
     """The command that reproduces the sweep, from Hydra's multirun.yaml."""
-    import shlex
-
-    from omegaconf import OmegaConf
-
     saved = sweep_dir / "multirun.yaml"
     if not saved.is_file():
         return None
@@ -310,9 +288,6 @@ def markdown_report(sweep_dir: Path, table: pd.DataFrame, montages: list[tuple[s
     command = sweep_command(sweep_dir)
     if command:
         parts += ["Made by:", "", "```bash", command, "```", ""]
-    seeds = ["seed"] if "seed" in table and table["seed"].nunique() > 1 else []
-    shown = [*settings, "dim_z", *seeds, "test_sse", "pca_test_sse", "test_mse", "pca_test_mse",
-             *ACCURACIES, "epochs", "seconds", "status"]  # fmt: skip
     parts += [
         "## Results",
         "",
@@ -320,7 +295,7 @@ def markdown_report(sweep_dir: Path, table: pd.DataFrame, montages: list[tuple[s
         "per value (`*_mse`). Test accuracy of a linear probe (`*probe_acc`) and of 5-NN "
         "(`*knn_acc`) on the codes of the AE and of PCA (`pca_*`).",
         "",
-        markdown_table(table[[c for c in shown if c in table]]),
+        markdown_table(summary(table, "pca_test_mse", *ACCURACIES)),
         "",
     ]
     if (sweep_dir / "loss_vs_dim.png").is_file():
@@ -354,25 +329,17 @@ def against_pca(ok: pd.DataFrame, settings: list[str]) -> list[str]:
     gap = ok["test_sse"] - ok["pca_test_sse"]
     tie = gap.abs() <= np.maximum(0.01 * ok["pca_test_sse"], 0.05)  # 1%, or 0.05 near zero
     verdicts = ok.assign(verdict=np.select([tie, gap < 0], [1, 0], 2))  # 0 yes, 1 tie, 2 no
-    sizes = per_size(ok)
-    worst = verdicts.groupby([*settings, "dim_z"], sort=False, dropna=False)["verdict"].max()
+    sizes, keys = per_size(ok), [*settings, "dim_z"]
+    worst = verdicts.groupby(keys, sort=False, dropna=False)["verdict"].max()
     sizes["beats PCA"] = np.array(["yes", "tie", "no"])[worst.to_numpy()]
     nonzero = sizes["pca_test_sse"].where(sizes["pca_test_sse"] > 1e-6)  # PCA at k = d is exact
     sizes.insert(sizes.columns.get_loc("pca_test_sse") + 1, "AE / PCA", sizes["test_sse"] / nonzero)
     seeds = int(sizes["n_seeds"].max())
-    shown = [*settings, "dim_z", "test_sse", "pca_test_sse", "AE / PCA", "beats PCA"]
-    if seeds > 1:
-        shown[shown.index("test_sse") + 1 : shown.index("test_sse") + 1] = [
-            "test_sse_std",
-            "test_sse_max",
-        ]
-        shown.insert(len(settings) + 1, "n_seeds")
-    versus = sizes[shown]
+    spread = ["n_seeds", "test_sse", "test_sse_std", "test_sse_max"] if seeds > 1 else ["test_sse"]
+    versus = sizes[[*keys, *spread, "pca_test_sse", "AE / PCA", "beats PCA"]]
     if "max_principal_angle_deg" in ok and ok["max_principal_angle_deg"].notna().any():
-        angle = ok.groupby([*settings, "dim_z"], sort=False, dropna=False)[
-            "max_principal_angle_deg"
-        ]
-        versus = versus.assign(**{"largest principal angle (deg)": angle.max().to_numpy()})
+        angle = ok.groupby(keys, sort=False, dropna=False)["max_principal_angle_deg"].max()
+        versus = versus.assign(**{"largest principal angle (deg)": angle.to_numpy()})
     wins = int((versus["beats PCA"] == "yes").sum())
     ties = int((versus["beats PCA"] == "tie").sum())
     every = f", every one of {seeds} seeds," if seeds > 1 else ""
@@ -401,17 +368,16 @@ def feature_section(ok: pd.DataFrame, most: int = 4) -> list[str]:
     dims = [k for k in runs if k != full] or list(runs)  # at k = d both are exact
     picks = sorted({dims[i] for i in np.linspace(0, len(dims) - 1, min(most, len(dims))).round()
                     .astype(int)}, reverse=True)  # fmt: skip
-    table = None
-    for k in picks:
-        errors = pd.read_csv(runs[k]).set_index("feature")
-        errors.columns = [f"AE k={k}", f"PCA k={k}"]
-        table = errors if table is None else table.join(errors)
+    errors = [
+        pd.read_csv(runs[k]).set_index("feature").set_axis([f"AE k={k}", f"PCA k={k}"], axis=1)
+        for k in picks
+    ]
     return [
         "## Error per feature",
         "",
         "Mean squared test error of each feature (no image to show for these vectors).",
         "",
-        markdown_table(table.reset_index()),
+        markdown_table(pd.concat(errors, axis=1).reset_index()),
         "",
     ]
 
@@ -447,34 +413,36 @@ def listed(dims: pd.Series) -> str:
     return ", ".join(str(k) for k in sorted(dims, reverse=True)) or "none"
 
 
+def summary(table: pd.DataFrame, *metrics: str, seeds: bool = True) -> pd.DataFrame:
+    """The columns a reader compares: swept settings, dim_z, seed (where it varies), the
+    errors, `metrics`, epochs, seconds and status (those the table has)."""
+    seed = ["seed"] if seeds and "seed" in table and table["seed"].nunique() > 1 else []
+    first = [*table.attrs.get("settings", []), "dim_z", *seed, "test_sse", "pca_test_sse"]
+    columns = [*first, "test_mse", *metrics, "epochs", "seconds", "status"]
+    return table[[c for c in columns if c in table]]
+
+
 def format_table(table: pd.DataFrame) -> str:
     """The compact table printed at the end of a sweep."""
-    columns = [
-        *table.attrs.get("settings", []),
-        "dim_z",
-        *(["seed"] if "seed" in table and table["seed"].nunique() > 1 else []),
-        "test_sse",
-        "pca_test_sse",
-        "test_mse",
-        "probe_acc",
-        "pca_probe_acc",
-        "epochs",
-        "seconds",
-        "status",
-    ]
-    shown = table[[c for c in columns if c in table]]
+    shown = summary(table, "probe_acc", "pca_probe_acc")
     return shown.to_string(index=False, float_format=lambda v: f"{v:.4g}")
 
 
-def report_and_exit_code(sweep_dir: Path) -> int:
-    """Write the report, print it, and say whether every job finished (0) or not (1)."""
-    table = write_report(sweep_dir)
+def report_and_exit_code(sweep_dir: Path, n_jobs: int | None = None) -> int:
+    """Write the report (a full disk costs the report, not the command's ending), print it,
+    and say whether all `n_jobs` (default: every job folder) finished (0) or not (1)."""
+    try:
+        table = write_report(sweep_dir)
+    except OSError as e:
+        table = collect(sweep_dir)
+        print(f"aesweep: error: the report could not be written: {e}", file=sys.stderr)
     print(f"\nsweep folder: {sweep_dir}")
     print(format_table(table))
-    unfinished = table[table["status"] != "ok"]
-    if len(unfinished):
+    total = max(n_jobs or 0, len(table))
+    unfinished = total - int((table["status"] == "ok").sum())
+    if unfinished:
         print(
-            f"aesweep: {len(unfinished)} of {len(table)} jobs did not finish; "
+            f"aesweep: {unfinished} of {total} jobs did not finish; "
             f"rerun them with: aesweep sweep resume={sweep_dir}"
         )
         return 1
@@ -512,9 +480,7 @@ def write_comparison(sweep_dirs: Sequence[Path], out: Path) -> pd.DataFrame:
     if (table["status"] == "ok").any():
         save_figure(draw_loss_vs_dim(table), out / "loss_vs_dim.png")
         parts += ["", "![test error vs dim(z)](loss_vs_dim.png)"]
-    shown = ["sweep", *table.attrs["settings"][1:], "dim_z", "test_sse", "pca_test_sse",
-             "test_mse", "epochs", "seconds", "status"]  # fmt: skip
-    parts += ["", markdown_table(table[[c for c in shown if c in table]]), ""]
+    parts += ["", markdown_table(summary(table, seeds=False)), ""]
     write_text("\n".join(parts), out / "report.md")
     return table
 
@@ -560,14 +526,10 @@ def progress_line(done: int, total: int | None, elapsed: float, job: str, result
 
 
 class SweepReportCallback(Callback):
-    """Prints a progress line per finished job and writes the report when a Hydra multirun
-    ends. Jobs never raise (they record their failure in result.json), so Hydra always
-    reaches on_multirun_end.
-
-    `n_jobs` (the total, set by aesweep's CLI) makes the progress line say how many jobs are
-    left. Progress is counted where the multirun started: with the basic launcher, which
-    runs the jobs in this process; launchers that run jobs in other processes (joblib,
-    submitit) build their own copy of this callback there, which stays silent."""
+    """Prints a progress line per finished job (of `n_jobs`, set by aesweep's CLI) and writes
+    the report when a Hydra multirun ends; jobs record their failure and return, so Hydra
+    always gets there. Launchers that run jobs in other processes (joblib, submitit) build
+    a copy of this callback there, which stays silent."""
 
     def __init__(self, n_jobs: int | None = None) -> None:
         self.n_jobs = n_jobs
@@ -590,6 +552,6 @@ class SweepReportCallback(Callback):
         print(progress_line(self.done, self.n_jobs, elapsed, job, result), flush=True)
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
-        code = report_and_exit_code(Path(config.hydra.sweep.dir).absolute())
+        code = report_and_exit_code(Path(config.hydra.sweep.dir).absolute(), self.n_jobs)
         if code:
             raise SystemExit(code)

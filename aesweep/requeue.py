@@ -1,16 +1,14 @@
-"""A SLURM job that reaches its time limit or is preempted continues where it stopped.
-
-One mechanism: submitit's (`hydra.launcher.max_num_timeout`). Lightning's own SLURM
-auto-requeue is switched off, because submitit knows the limit on requeues, tells a time
-limit from a preemption, and resubmits the very same Hydra job into the same folder. Here,
-submitit's warning signal (USR2, `signal_delay_s` before the limit) stops training at
-Lightning's next step boundary, where last.ckpt is written as on SIGTERM; then submitit
-requeues the job, which finds its own folder and continues from that checkpoint.
+"""A SLURM job that reaches its time limit or is preempted continues where it stopped, by
+one mechanism: submitit's (`hydra.launcher.max_num_timeout`), which knows the limit on
+requeues and resubmits the same Hydra job into the same folder; Lightning's auto-requeue
+is off. submitit's warning (USR2, `signal_delay_s` before the limit) stops training at the
+next step boundary with last.ckpt written, as on SIGTERM; the requeued job continues from it.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -57,28 +55,19 @@ def seconds_left() -> float | None:
                               text=True, timeout=10).stdout.strip() if job else ""  # fmt: skip
     except (OSError, subprocess.SubprocessError):
         return None
-    days, _, clock = left.rpartition("-")
-    parts = clock.split(":")
-    if (
-        not all(p.isdigit() for p in parts)
-        or not 2 <= len(parts) <= 3
-        or not (days or "0").isdigit()
-    ):
+    match = re.fullmatch(r"(?:(\d*)-)?(?:(\d+):)?(\d+):(\d+)", left)  # [D-][H:]M:S
+    if match is None:
         return None  # UNLIMITED, NOT_SET, or no such job
-    seconds = sum(int(p) * 60**i for i, p in enumerate(reversed(parts)))
-    return seconds + int(days or 0) * 86400
+    days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
+    return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
 
 
 class StopOnTimeLimit(Callback):
-    """While fitting, submitit's warning signal asks Lightning to stop as SIGTERM does: at
-    the end of the current step, with last.ckpt saved (a whole step, never half of one).
-    `hand_over` then passes the signal on to submitit, which requeues the job. Active only
-    where submitit has installed its handler.
-
-    SLURM checks time limits every 30 s, so its warning may come early: up to 30 s, or, for a
-    requeued job whose whole limit lies in the warning window, as it starts (then
-    aesweep.jobstart holds it). Training goes on until `delay_s` (the launcher's
-    signal_delay_s) before the limit, which squeue gives, and stops then."""
+    """Where submitit has installed its handler, its warning signal stops training as SIGTERM
+    does (at the end of the step, last.ckpt saved); `hand_over` then passes the signal on
+    to submitit, which requeues the job. SLURM checks limits every 30 s, so the warning may
+    come early (or, held by aesweep.jobstart, as a requeued job starts): training goes on
+    until `delay_s` (the launcher's signal_delay_s) before the limit that squeue gives."""
 
     def __init__(self, delay_s: float | None = None) -> None:
         self.delay_s, self.warned = delay_s, False

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning_fabric.plugins import CheckpointIO, ClusterEnvironment
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.accelerators import CPUAccelerator
@@ -193,6 +194,18 @@ class BestCheckpoint(RunFolderCheckpoint):
     def __init__(self, dirpath: Path) -> None:
         super().__init__(dirpath, filename="best", monitor="val_mse", save_weights_only=True,
                          enable_version_counter=False, save_on_train_epoch_end=False)  # fmt: skip
+        self.validations = 0  # since the start, resumes included: 0 means nothing chose
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.validations += not trainer.sanity_checking
+        super().on_validation_end(trainer, pl_module)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "validations": self.validations}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.validations = state_dict.get("validations", 1)  # older checkpoints: assume one
+        super().load_state_dict(state_dict)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_train_start(trainer, pl_module)
@@ -344,13 +357,16 @@ def build_trainer(
 ) -> pl.Trainer:
     """The configured Trainer with the chosen loggers (by default metrics.csv) and the
     checkpoints in the run folder."""
-    plugins = [*cluster_plugins(), RunFolderCheckpointIO()]
+    chosen = list(instantiate(cfg.trainer.get("plugins")) or [])  # the user's trainer.plugins
+    ours = [p for p in [*cluster_plugins(), RunFolderCheckpointIO()]  # unless they chose one
+            if not any(isinstance(c, kind) and isinstance(p, kind) for c in chosen
+                       for kind in (ClusterEnvironment, CheckpointIO))]  # fmt: skip
     trainer = instantiate(
         cfg.trainer,
         default_root_dir=str(run_dir),
         logger=build_loggers(cfg, run_dir, failed_loggers) or False,
         callbacks=[*checkpointing(cfg, run_dir), time_limit, *plain_progress(cfg.trainer)],
-        **({} if "plugins" in cfg.trainer else {"plugins": plugins}),
+        plugins=chosen + ours,
     )
     if isinstance(trainer.accelerator, CPUAccelerator):
         # Lightning sets this at import so that CUDA checks never initialise CUDA before a
@@ -389,10 +405,7 @@ def train(
     model = build_model(cfg, splits, pca)
     datamodule = TensorDataModule(splits, cfg.data.batch_size, cfg.seed, model.steps_per_call)
 
-    ckpt_path = checkpoint_to_continue(cfg, run_dir)
-    if ckpt_path is not None:  # again here: a cluster node may read another file system
-        shapes = {key: model.hparams[key] for key in SHAPE_KEYS}
-        check_shapes(ckpt_path, read_checkpoint(ckpt_path), shapes)
+    ckpt_path = checked_checkpoint(cfg, run_dir, model)
     failed_loggers: dict[str, str] = {}  # logger -> why it failed; the run goes on without it
     trainer = build_trainer(cfg, run_dir, time_limit, failed_loggers)
     clock.lap("build")
@@ -431,10 +444,22 @@ def train(
     clock.lap("probe")
     if trainer.is_global_zero:
         metrics.update(write_artefacts(model, splits, pca, cfg, run_dir))
+        if cfg.select == "best" and best_epoch is None:
+            metrics["notes"].append(NO_VALIDATION.removeprefix("aesweep: "))
     clock.lap("artefacts")
     if trainer.is_global_zero:
         log_results(trainer.loggers, metrics, trainer.global_step, failed_loggers)
     return {**metrics, "failed_loggers": failed_loggers or None, "timings": clock.timings}
+
+
+def checked_checkpoint(cfg: DictConfig, run_dir: Path, model: AutoEncoder) -> Path | None:
+    """The checkpoint this run continues from, its shapes checked against the model (again
+    here, after the CLI's check: a cluster node may read another file system)."""
+    ckpt_path = checkpoint_to_continue(cfg, run_dir)
+    if ckpt_path is not None:
+        shapes = {key: model.hparams[key] for key in SHAPE_KEYS}
+        check_shapes(ckpt_path, read_checkpoint(ckpt_path), shapes)
+    return ckpt_path
 
 
 def fit(
@@ -462,13 +487,25 @@ def fit(
 
 def keep_selected(trainer: pl.Trainer, model: AutoEncoder) -> int | None:
     """select=best: the model takes best.ckpt's weights; returns the epoch they are from (0:
-    the untrained start); None with select=last, where the model keeps its last weights."""
+    the untrained start); None with select=last, where the model keeps its last weights, and
+    where no validation ran to choose (then best.ckpt, the untrained start, goes: load and
+    encode use last.ckpt, the weights result.json reports, and a notice says so)."""
     best = next((c for c in trainer.checkpoint_callbacks if isinstance(c, BestCheckpoint)), None)
     if best is None:
+        return None
+    if best.validations == 0 and trainer.global_step > 0:
+        Path(best.best_model_path).unlink(missing_ok=True)
+        print(NO_VALIDATION, file=sys.stderr)
         return None
     kept = read_checkpoint(Path(best.best_model_path))
     model.load_state_dict(kept["state_dict"])
     return kept["epoch"] + 1 if kept["global_step"] > 0 else 0
+
+
+NO_VALIDATION = (
+    "aesweep: select=best kept the last state: training ended before its first validation "
+    "(e.g. trainer.max_steps), so nothing chose another"
+)
 
 
 @torch.no_grad()
@@ -620,7 +657,7 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
         return previous
 
     base.update(slurm_job=slurm_job_id(), requeued=times_requeued())
-    write_json({**base, "status": "running", "error": None}, run_dir / RESULT)
+    record({**base, "status": "running", "error": None}, run_dir)
     time_limit = StopOnTimeLimit(hydra_cfg.launcher.get("signal_delay_s") if multirun else None)
     try:
         check_machine(cfg.trainer)  # again here: a cluster node may differ from the submitter
@@ -628,9 +665,7 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
             result = {**base, **train(cfg, run_dir, time_limit), "status": "ok", "error": None}
     except (Interrupted, KeyboardInterrupt) as e:
         interrupted = e if isinstance(e, Interrupted) else Interrupted("SIGINT")
-        write_json(
-            {**base, "status": "interrupted", "error": one_line(interrupted)}, run_dir / RESULT
-        )
+        record({**base, "status": "interrupted", "error": one_line(interrupted)}, run_dir)
         print(f"aesweep: {one_line(interrupted)}\nrun folder: {run_dir}", file=sys.stderr)
         time_limit.hand_over()  # submitit requeues the job (and exits) or says why not
         raise SystemExit(interrupted.exit_code) from None
@@ -639,17 +674,27 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
             raise
         error = one_line(e)
         if not isinstance(e, EXPLAINED):
-            (run_dir / "error.log").write_text(traceback.format_exc())
-            error += f" (traceback in {run_dir / 'error.log'})"
+            with contextlib.suppress(OSError):  # a full disk: the line still says what failed
+                (run_dir / "error.log").write_text(traceback.format_exc())
+                error += f" (traceback in {run_dir / 'error.log'})"
         result = {**base, "status": "failed", "error": error}
 
-    write_json(result, run_dir / RESULT)
+    record(result, run_dir)
     print(f"run folder: {run_dir}")
     print(summary(result))
     if result["status"] != "ok" and not multirun:
         print(f"aesweep: error: {result['error']}", file=sys.stderr)
         raise SystemExit(1)
     return result
+
+
+def record(result: dict[str, Any], run_dir: Path) -> None:
+    """result.json; a disk too full for it costs the record (one line), never the sweep:
+    the job then counts as unfinished, and resume= runs it again."""
+    try:
+        write_json(result, run_dir / RESULT)
+    except OSError as e:
+        print(f"aesweep: error: cannot record the job's {result['status']}: {e}", file=sys.stderr)
 
 
 def claim(run_dir: Path) -> str | None:

@@ -1,9 +1,6 @@
 """Use what a run or sweep produced: the trained autoencoder, a split's codes, a sweep's table.
-
-Everything is read back from the folders alone (checkpoints/best.ckpt or last.ckpt,
-.hydra/config.yaml, result.json), as data: it works on any finished run, on this machine or
-copied from another, and runs nothing a folder carries.
-"""
+Read from the folders alone, as data: works on a run copied from another machine, and runs
+nothing a folder carries."""
 
 from __future__ import annotations
 
@@ -27,8 +24,7 @@ SPLITS = ("test", "train", "val")
 
 
 class RunFolderError(ConfigError):
-    """Not a run (or sweep) folder, or its checkpoint is missing or damaged; the message
-    names the file."""
+    """Not a run (or sweep) folder, or its checkpoint is missing or damaged (names the file)."""
 
 
 def run_config(run_dir: Path) -> DictConfig:
@@ -96,20 +92,14 @@ def encode_split(run_dir: str | Path, split: str = "test") -> Path:
 
 
 def load_sweep(sweep_dir: str | Path) -> pd.DataFrame:
-    """A sweep folder's table (the rows of loss_vs_dim.csv, read from each job's
-    result.json), numeric columns as numbers: one row per job, swept settings first."""
+    """A sweep folder's table as in loss_vs_dim.csv, numeric columns as numbers."""
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir() or not any(sweep_dir.glob(f"*/{RESULT}")):
         raise RunFolderError(
             f"SWEEP_DIR={sweep_dir} is invalid: must be a sweep folder holding */{RESULT}"
         )
-    return numeric_columns(collect(sweep_dir))
-
-
-def numeric_columns(table: pd.DataFrame) -> pd.DataFrame:
-    """Columns whose every value reads as a number become numeric (swept settings such as
-    seed=0,1 are strings in the overrides)."""
-    for column in table.columns:
+    table = collect(sweep_dir)
+    for column in table.columns:  # swept settings (seed=0,1) are strings in the overrides
         values = table[column]
         if values.isna().all() or not all(isinstance(v, str) for v in values.dropna()):
             continue  # numbers already, or lists such as hidden=[256, 64]

@@ -1,1 +1,2 @@
-"""aesweep's Hydra launcher plugin (Hydra finds launchers in the hydra_plugins namespace)."""
+"""aesweep's Hydra launchers (Hydra finds launchers in the hydra_plugins namespace):
+hydra/launcher=submitit_slurm (launcher.py) and aesweep's hydra/launcher=basic (basic.py)."""

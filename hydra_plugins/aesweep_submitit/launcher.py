@@ -1,13 +1,8 @@
-"""`hydra/launcher=submitit_slurm` in aesweep: Hydra's submitit SLURM launcher, watched from
-the submitting terminal. (Hydra takes launchers from the hydra_plugins package only, and
-imports this module at every start: it imports nothing heavy.)
-
-Hydra's launcher submits a sweep as one job array and then waits for the results in job
-order, silently; a job without a result ends the command with submitit's traceback. This
-subclass submits the same array with the same settings, prints a line whenever a job
-starts, is requeued, finishes or fails, waits for every job, and ends a sweep whose jobs did
-not all return with one line per such job and the resume command (exit 1). Its jobs start
-with aesweep.jobstart, which holds SLURM's time-limit warning until training can act on it.
+"""`hydra/launcher=submitit_slurm` in aesweep: Hydra's submitit SLURM launcher (the same
+job array and settings), watched from the submitting terminal: a line whenever a job starts,
+is requeued, finishes or fails; a sweep whose jobs did not all return ends with one line per
+such job and the resume command (exit 1), not submitit's traceback. Jobs start with
+aesweep.jobstart. Hydra imports this module at every start: it imports nothing heavy.
 """
 
 from __future__ import annotations
@@ -156,8 +151,7 @@ def wait_a_poll(jobs: list[Any], running: set[int]) -> None:
 
 
 def ended(job: Any, state: str) -> tuple[JobReturn | None, Any]:
-    """(the job's JobReturn or None, what its progress line says: result.json's record, or
-    a one-line reason)."""
+    """(JobReturn or None, what its progress line says: result.json's record or a reason)."""
     if not job.paths.result_pickle.exists():  # e.g. `cancelled: no result (log: ...)`
         return None, {"status": state.lower(), "error": f"no result (log: {job.paths.stderr})"}
     try:

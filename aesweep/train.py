@@ -375,15 +375,17 @@ def one_line(exc: BaseException) -> str:
 
 def set_threads(threads: int | None, launcher: DictConfig | None) -> None:
     """torch's intra-op threads: `threads` if set; else, for jobs that a local launcher runs
-    side by side, each job's share of the cores. torch's default of one thread per core
-    oversubscribes the CPU there, and its threads then wait on each other
+    side by side, each job's share of the cores, and in a SLURM job the CPUs SLURM gave it.
+    torch's default of one thread per core oversubscribes the CPU there (a cluster without
+    cgroups does not confine a job to its CPUs), and its threads then wait on each other
     (docs/benchmarks.md)."""
     if threads is None and launcher is not None:
         target, cores = str(launcher.get("_target_", "")), os.cpu_count() or 1
         if "joblib" in target and launcher.get("n_jobs") not in (1, None):
             threads = max(1, cores // (launcher.n_jobs if launcher.n_jobs > 0 else cores))
-        elif "submitit" in target and launcher.get("cpus_per_task"):
-            threads = int(launcher.cpus_per_task)
+        elif "submitit" in target:
+            allocated = launcher.get("cpus_per_task") or os.environ.get("SLURM_CPUS_ON_NODE")
+            threads = int(allocated) if allocated else None
     if threads is not None:
         torch.set_num_threads(threads)
 

@@ -366,8 +366,7 @@ def check_continued_checkpoint(cfg: Any, multirun: bool) -> None:
 def dirname_overrides(overrides: list[str], swept: list[str]) -> list[str]:
     """Name job folders by the swept settings (dim_z always): exclude every other override
     from Hydra's override_dirname."""
-    keys = [_key(o) for o in overrides]
-    task_keys = [k for k in keys if not _is_hydra_key(k)]
+    task_keys = [k for k in map(_key, overrides) if not _is_hydra_key(k)]
     named = set(swept) | {"dim_z"}
     excluded = sorted({k for k in task_keys if k not in named} | set(config.NOT_JOB_SETTINGS))
     if not any(k in named for k in task_keys) and not swept:

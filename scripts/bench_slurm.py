@@ -1,8 +1,9 @@
 """What a SLURM job costs on the local one-node cluster (scripts/slurm_cluster.sh):
-seconds from `sbatch` to the job's first command, and the wall time of the tiny test sweep
-with the submitit_slurm launcher against Hydra's basic (in-process, sequential) launcher.
+seconds from `sbatch` to the job's first command, from `scontrol requeue` to the requeued
+job's first command, and the wall time of the tiny test sweep with the submitit_slurm
+launcher against Hydra's basic (in-process, sequential) launcher.
 
-    python scripts/bench_slurm.py [--repeats 3]
+    python scripts/bench_slurm.py [--repeats 3] [--no-sweep]
 
 Starts the cluster if it is not running (and leaves it running)."""
 
@@ -43,6 +44,24 @@ def submit_to_start(folder: Path) -> float:
     return float(stamp.read_text()) - t0
 
 
+def requeue_to_restart(folder: Path) -> float:
+    """Seconds from `scontrol requeue` of a running job to its command running again."""
+    stamps = folder / f"restart-{time.monotonic_ns()}"
+    job = subprocess.run(
+        ["sbatch", "--parsable", "--requeue", "-o", "/dev/null",
+         "--wrap", f"date +%s.%N >> {stamps}; sleep 600"],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+    while not stamps.is_file():
+        time.sleep(0.01)
+    t0 = time.time()
+    subprocess.run(["scontrol", "requeue", job], check=True)
+    while len(stamps.read_text().split()) < 2:
+        time.sleep(0.01)
+    subprocess.run(["scancel", job], check=True)
+    return float(stamps.read_text().split()[1]) - t0
+
+
 def sweep_seconds(folder: Path, *launcher: str) -> float:
     """Wall time of `aesweep sweep` over the tiny sweep, submission to report."""
     sweep = Path(tempfile.mkdtemp(dir=folder)) / "sw"
@@ -58,6 +77,7 @@ def sweep_seconds(folder: Path, *launcher: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-sweep", action="store_true", help="the SLURM latencies only")
     args = parser.parse_args()
     print(f"slurm_cluster.sh start: {start_cluster():.1f} s")
     with tempfile.TemporaryDirectory(dir=os.getcwd(), prefix=".bench-slurm-") as tmp:
@@ -67,6 +87,13 @@ def main() -> None:
             f"sbatch to first command: median {statistics.median(waits):.2f} s, "
             f"min {min(waits):.2f} s, max {max(waits):.2f} s ({len(waits)} jobs)"
         )
+        holds = [requeue_to_restart(folder) for _ in range(args.repeats)]
+        print(
+            f"scontrol requeue to first command again: median {statistics.median(holds):.1f} s, "
+            f"min {min(holds):.1f} s, max {max(holds):.1f} s ({len(holds)} jobs)"
+        )
+        if args.no_sweep:
+            return
         sweep_seconds(folder)  # warm the data and PCA caches of both launchers
         basic, slurm = [], []
         for _ in range(args.repeats):  # alternate, so that load on the machine hits both

@@ -140,6 +140,10 @@ AccountingStoragePort=$((CTLD_PORT + 2))
 # For slurmdbd connections this names the munge socket (slurm.conf(5)).
 AccountingStoragePass=$DIR/run/munge.socket
 SchedulerType=sched/backfill
+# Jobs turned around fast (the tests wait on them): a batch job is scheduled as it is submitted
+# (batch_sched_delay, default 3 s) and pending jobs are looked at every second (sched_interval,
+# default 60 s): a requeued job, pending until its cred_expire hold ends, starts then.
+SchedulerParameters=batch_sched_delay=0,sched_interval=1
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 GresTypes=gpu

@@ -264,8 +264,9 @@ def test_a_sweep_on_a_full_disk_loses_nothing(aesweep, small_disk) -> None:
 def test_a_users_trainer_plugins_keep_the_run_folders_checkpoint_io(tmp_path) -> None:
     """+trainer.plugins adds to aesweep's plugins: checkpoints are still read as data and
     written through a temporary file in their folder."""
+    from aesweep.callbacks import RunFolderCheckpointIO
     from aesweep.requeue import StopOnTimeLimit
-    from aesweep.train import RunFolderCheckpointIO, build_trainer
+    from aesweep.train import build_trainer
     from tests.conftest import composed
 
     environment = "lightning_fabric.plugins.environments.LightningEnvironment"

@@ -58,26 +58,51 @@ def sacct_states(job_id: str) -> dict[str, str]:
     return dict(line.split("|", 1) for line in out.splitlines() if line)
 
 
+LIVE = ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED")
+
+
+def final_state(job_id: str) -> str:
+    """The job's state once it has ended: sacct may lag the job's last moments behind the
+    result the launcher has already read."""
+
+    def ended() -> bool:
+        return sacct_states(job_id).get(job_id, "PENDING").split()[0] not in LIVE
+
+    wait_for(timeout=30, condition=ended)
+    return sacct_states(job_id)[job_id]
+
+
 def table(sweep: Path) -> pd.DataFrame:
     return pd.read_csv(sweep / "loss_vs_dim.csv")
 
 
-def test_a_sweep_runs_every_job_as_a_slurm_job(slurm_conf, tmp_path: Path) -> None:
+def test_a_sweep_runs_every_job_as_a_slurm_job_on_its_own_gpu(slurm_conf, tmp_path) -> None:
+    """gpus_per_node=1: SLURM gives each job one GPU of the node and sets CUDA_VISIBLE_DEVICES
+    (the test cluster's GPUs are placeholders: training itself runs on the CPU), and torch
+    runs with the one CPU SLURM gave the job."""
     sweep = tmp_path / "sw"
     bar = "trainer.enable_progress_bar=true"  # smoke turns it off; a job's log shows it
     done = run_subprocess(
-        "sweep", SLURM, "sweep.dims=[4,2]", *SMOKE, bar, f"hydra.sweep.dir={sweep}"
-    )
+        "sweep", SLURM, "hydra.launcher.gpus_per_node=1",
+        "hydra.launcher.setup=['echo visible: $CUDA_VISIBLE_DEVICES']",
+        "sweep.dims=[4,2]", *SMOKE, bar, f"hydra.sweep.dir={sweep}",
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     rows = table(sweep)
     assert rows["dim_z"].tolist() == [4, 2] and (rows["status"] == "ok").all()
+    (script,) = (sweep / ".submitit").glob("*/*_submission.sh")
+    assert "#SBATCH --gpus-per-node=1" in script.read_text().splitlines()
+    visible = []
     for dim in (4, 2):
         job = slurm_job_id(sweep / f"dim_z={dim}")
-        assert sacct_states(job)[job] == "COMPLETED"
+        assert final_state(job) == "COMPLETED"
         log = (sweep / ".submitit" / job / f"{job}_0_log.out").read_text()
         assert f"run folder: {sweep / f'dim_z={dim}'}" in log  # the job's own output
         assert "epoch 2/2: train_loss=" in log and "\r" not in log  # one line per epoch
         assert "\r" not in (sweep / ".submitit" / job / f"{job}_0_log.err").read_text()
+        visible += [line.split(": ")[1] for line in log.splitlines() if line.startswith("visible:")]
+        assert result_of(sweep / f"dim_z={dim}")["torch_threads"] == 1  # SLURM_CPUS_ON_NODE
+    assert sorted(visible) == ["0", "1"]  # both jobs ran at once, on different GPUs
     assert (sweep / "reconstructions.png").is_file() and (sweep / "report.md").is_file()
 
 
@@ -139,7 +164,7 @@ def test_scancel_then_resume_finishes_each_job_once(slurm_conf, tmp_path: Path) 
     assert "dim_z=2: cancelled: no result (log: " in out  # its progress line
     assert f"aesweep: job {job} (dim_z=2) ended without a result: CANCELLED; log: " in out
     assert f"rerun them with: aesweep sweep resume={sweep}" in out and "Traceback" not in out
-    assert sacct_states(job)[job].startswith("CANCELLED")
+    assert final_state(job).startswith("CANCELLED")
     assert status_of(cancelled) == "interrupted", out[-3000:]  # SIGTERM: checkpoint, record
 
     done = run_subprocess("sweep", f"resume={sweep}")
@@ -153,7 +178,23 @@ def test_scancel_then_resume_finishes_each_job_once(slurm_conf, tmp_path: Path) 
     assert (
         "already finished, kept" in (sweep / ".submitit" / kept / f"{kept}_0_log.out").read_text()
     )
-    assert sacct_states(slurm_job_id(cancelled))[slurm_job_id(cancelled)] == "COMPLETED"
+    assert final_state(slurm_job_id(cancelled)) == "COMPLETED"
+
+
+def test_hydra_full_error_shows_why_a_job_has_no_result(slurm_conf, tmp_path, monkeypatch):
+    """The one-line ending (test above) hides submitit's traceback; HYDRA_FULL_ERROR=1 shows
+    it, after the same lines. The job's script exits before Python starts: no result."""
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    sweep = tmp_path / "sw"
+    done = run_subprocess(
+        "sweep", SLURM, "hydra.launcher.setup=['exit 3']", "sweep.dims=[4]", *SMOKE,
+        f"hydra.sweep.dir={sweep}",
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "dim_z=4: failed: no result (log: " in done.stdout
+    assert "(dim_z=4) ended without a result: FAILED; log: " in done.stderr
+    assert "Traceback (most recent call last)" in done.stderr
+    assert "submitit.core.utils.UncompletedJobError" in done.stderr, done.stderr[-3000:]
 
 
 def test_two_sweeps_at_once_keep_apart(slurm_conf, tmp_path: Path) -> None:
@@ -178,45 +219,25 @@ def test_two_sweeps_at_once_keep_apart(slurm_conf, tmp_path: Path) -> None:
         assert (sweep / ".submitit" / slurm_job_id(run)).is_dir()  # its own job logs
 
 
-def test_each_job_gets_its_own_gpu(slurm_conf, tmp_path: Path) -> None:
-    """gpus_per_node=1: SLURM gives each job one GPU of the node and sets CUDA_VISIBLE_DEVICES
-    (the test cluster's GPUs are placeholders: training itself runs on the CPU)."""
-    sweep = tmp_path / "sw"
-    done = run_subprocess(
-        "sweep",
-        SLURM,
-        "hydra.launcher.gpus_per_node=1",
-        "hydra.launcher.setup=['echo visible: $CUDA_VISIBLE_DEVICES']",
-        "sweep.dims=[4,2]",
-        *SMOKE,
-        f"hydra.sweep.dir={sweep}",
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    (script,) = (sweep / ".submitit").glob("*/*_submission.sh")
-    assert "#SBATCH --gpus-per-node=1" in script.read_text().splitlines()
-    visible = []
-    for dim in (4, 2):
-        job = slurm_job_id(sweep / f"dim_z={dim}")
-        log = (sweep / ".submitit" / job / f"{job}_0_log.out").read_text()
-        visible += [line.split(": ")[1] for line in log.splitlines() if line.startswith("visible:")]
-    assert sorted(visible) == ["0", "1"]  # both jobs ran at once, on different GPUs
-
-
 def test_a_requeued_job_ends_like_one_never_interrupted(slurm_conf, tmp_path: Path) -> None:
-    """`scontrol requeue` (as a preemption: SIGTERM) early in the job, then its 1-minute time
-    limit (SLURM's USR2 warning, 5 s before the limit plus up to 30 s of SLURM's check): each
-    time the job checkpoints, is requeued and continues in its folder. It ends with the steps
-    and test_sse of the same run done in one go, and the terminal follows it. (Once warned,
-    the job gets 10 minutes, so that a slow machine needs no further requeues. 3,000 images:
-    on a quiet machine 1,000 finished within the first minute after the requeue, unwarned.)"""
-    run = ["dim_z=8", "data.subset=3000", "trainer.max_epochs=400", "patience=null",
+    """`scontrol requeue` (as a preemption: SIGTERM) after the job's first epoch, then its
+    time limit (SLURM's USR2 warning; the job stops `signal_delay_s` = 45 s before its 1-minute
+    limit, or at SLURM's first 30-s check if that is later: 15 to 30 s after it started
+    again): each time the job checkpoints, is requeued and continues in its folder. It ends
+    with the steps and test_sse of the same run done in one go, and the terminal follows it.
+    The limit is 10 minutes but while the job waits to start again (so that the warning
+    cannot come first), and after the warning (so that a slow machine needs no further
+    requeues). 1,000 images x 400 epochs: 39 s of training on the 2-core test machine when
+    quiet, so the job is still training when its limit comes (a machine twice as fast may
+    finish first: then this test times out waiting for the warning)."""
+    run = ["dim_z=8", "data.subset=1000", "trainer.max_epochs=400", "patience=null",
            "threads=1", "steps_per_call=1"]  # fmt: skip
     whole = subprocess.Popen(  # the reference, alongside: the node has two cores
         [sys.executable, "-m", "aesweep", "train", *run, f"hydra.run.dir={tmp_path / 'whole'}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     sweep = tmp_path / "sw"
-    limit = ["hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=5",
+    limit = ["hydra.launcher.timeout_min=10", "hydra.launcher.signal_delay_s=45",
              "hydra.launcher.cpus_per_task=1"]  # fmt: skip
     proc = subprocess.Popen(
         [sys.executable, "-m", "aesweep", "train", "-m", SLURM, *run, *limit,
@@ -229,6 +250,7 @@ def test_a_requeued_job_ends_like_one_never_interrupted(slurm_conf, tmp_path: Pa
         job = slurm_job_id(job_dir)
         log = sweep / ".submitit" / job / f"{job}_0_log.out"
         subprocess.run(["scontrol", "requeue", job], check=True)
+        subprocess.run(["scontrol", "update", f"JobId={job}", "TimeLimit=1"], check=True)
         wait_for(timeout=300, condition=lambda: "time limit near" in log.read_text())
         subprocess.run(["scontrol", "update", f"JobId={job}", "TimeLimit=10"], check=True)
         out, _ = proc.communicate(timeout=900)

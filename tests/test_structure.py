@@ -1,5 +1,6 @@
 """The code's shape that reviews rely on: imports run one way, config -> arrays, data ->
-model/pca -> train -> report -> cli, with io and plots at the bottom beside config."""
+model/pca -> callbacks/artefacts -> train -> report -> cli, with io and plots at the bottom
+beside config."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from pathlib import Path
 
 LAYER = {"config": 0, "io": 0, "lock": 0, "plots": 0, "jobstart": 0, "arrays": 1, "checkpoints": 1,
          "data": 1, "loggers": 1, "progress": 1, "requeue": 1, "nets": 2, "pca": 2, "probe": 2,
-         "datamodule": 2, "model": 3, "fast": 4, "train": 5, "report": 6, "trained": 7, "cli": 8,
-         "__main__": 9, "__init__": 9}  # fmt: skip
+         "datamodule": 2, "model": 3, "artefacts": 3, "callbacks": 4, "fast": 4, "train": 5,
+         "report": 6, "trained": 7, "cli": 8, "__main__": 9, "__init__": 9}  # fmt: skip
 
 
 def imported_modules(path: Path) -> set[str]:

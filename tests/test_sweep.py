@@ -15,8 +15,11 @@ from pathlib import Path
 import matplotlib.image
 import pandas as pd
 import pytest
+import torch
+from omegaconf import OmegaConf
 
 from aesweep.report import collect, draw_loss_vs_dim, progress_line
+from aesweep.train import set_threads
 from tests.conftest import SMOKE, result_of, run_subprocess
 from tests.test_train import CONTRACT
 
@@ -195,6 +198,24 @@ def test_resume_after_kill_9_reruns_only_unfinished_dims(tmp_path: Path) -> None
     assert resumed["resumed_from"] == str(sweep / "dim_z=8" / "checkpoints" / "last.ckpt")
     assert resumed["epochs"] == 150
     assert result_of(sweep / "dim_z=4")["resumed_from"] is None
+
+
+def test_a_slurm_job_runs_torch_with_the_cpus_slurm_gave_it(monkeypatch) -> None:
+    """Without cgroups SLURM does not confine a job to its CPUs; torch's default of one thread
+    per core of the node would oversubscribe them."""
+    launcher = OmegaConf.create(
+        {"_target_": "hydra_plugins.aesweep_submitit.launcher.SlurmLauncher"}
+    )
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        monkeypatch.setenv("SLURM_CPUS_ON_NODE", "1")
+        set_threads(None, launcher)
+        assert torch.get_num_threads() == 1
+        set_threads(None, OmegaConf.merge(launcher, {"cpus_per_task": 3}))  # asked: it wins
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])

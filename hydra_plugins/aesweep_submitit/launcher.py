@@ -136,8 +136,18 @@ def watch(jobs: list[Any], names: list[str]) -> list[JobReturn | None]:
             done, elapsed = len(jobs) - len(running), time.monotonic() - start
             print(progress_line(done, len(jobs), elapsed, names[i], outcome), flush=True)
         if running:
-            time.sleep(POLL_S)
+            wait_a_poll(jobs, running)
     return returns
+
+
+def wait_a_poll(jobs: list[Any], running: set[int]) -> None:
+    """Until the next sacct call is due, or until a running job's result file appears (no
+    sacct call needed): a finished job is reported, and the last one ends the sweep, at once."""
+    due = time.monotonic() + POLL_S
+    while time.monotonic() < due:
+        if any(jobs[i].paths.result_pickle.exists() for i in running):
+            return
+        time.sleep(0.5)
 
 
 def ended(job: Any, state: str) -> tuple[JobReturn | None, Any]:

@@ -213,9 +213,9 @@ def _is_hydra_key(key: str) -> bool:
 
 
 def expand(overrides: list[str], args: Any) -> tuple[list[list[str]], list[str]]:
-    """The override list of every job a multirun would launch (the basic sweeper's product,
-    including `hydra.sweeper.params` set by an experiment), and the swept keys. Another
-    sweeper (Optuna, ...) picks its own values: then only the fixed overrides are checked."""
+    """Every job's overrides as the basic sweeper would launch them (an experiment's
+    hydra.sweeper.params included) and the swept keys; only the fixed ones for another
+    sweeper (Optuna, ...), which picks its own values."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parser = OverridesParser.create()
@@ -338,10 +338,9 @@ def validate_job(cfg: Any, job_name: str, multirun: bool) -> None:
 
 
 def lock_output(cfg: Any, resume: str | None, multirun: bool) -> str:
-    """One writer per folder: hold the sweep (or run) folder until the command ends; a run
-    resumed inside a sweep holds that sweep too. A folder another live process writes is
-    refused, naming it. Returns the override that pins the folder for Hydra (its default
-    name, with ${now:} and a random id, would resolve anew)."""
+    """One writer per folder: hold the sweep or run folder (a resumed run's sweep too) until
+    the command ends, refusing one another live process writes. Returns the override that
+    pins the folder for Hydra (its default name, ${now:} and a random id, resolves anew)."""
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     folder = Path(str(cfg.hydra.sweep.dir if multirun else cfg.hydra.run.dir))
     setting = f"resume={resume}" if resume is not None else f"{key}={folder}"
@@ -366,8 +365,7 @@ def check_continued_checkpoint(cfg: Any, multirun: bool) -> None:
 def dirname_overrides(overrides: list[str], swept: list[str]) -> list[str]:
     """Name job folders by the swept settings (dim_z always): exclude every other override
     from Hydra's override_dirname."""
-    keys = [_key(o) for o in overrides]
-    task_keys = [k for k in keys if not _is_hydra_key(k)]
+    task_keys = [k for k in map(_key, overrides) if not _is_hydra_key(k)]
     named = set(swept) | {"dim_z"}
     excluded = sorted({k for k in task_keys if k not in named} | set(config.NOT_JOB_SETTINGS))
     if not any(k in named for k in task_keys) and not swept:

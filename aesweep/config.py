@@ -330,6 +330,10 @@ def _duration(value: Any) -> bool:
 
 # Trainer arguments that Lightning checks only once a job runs, or that break it mid-run
 # (log_every_n_steps=0: a modulo by zero after the first epoch); null is Lightning's default.
+NONE_OR_SOME_BATCHES = (
+    lambda v: v is None or _fraction_or_count(v, 0),
+    "must be a fraction of the batches in [0, 1] or a number of batches >= 0",
+)
 LOOP_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "log_every_n_steps": (lambda v: v is None or _is_int(v) and v >= 1, "must be an integer >= 1"),
     "check_val_every_n_epoch": (
@@ -344,14 +348,8 @@ LOOP_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         lambda v: v is None or _fraction_or_count(v, 1),
         "must be a fraction of the batches in (0, 1] or a number of batches >= 1",
     ),
-    "limit_val_batches": (
-        lambda v: v is None or _fraction_or_count(v, 0),
-        "must be a fraction of the batches in [0, 1] or a number of batches >= 0",
-    ),
-    "overfit_batches": (
-        lambda v: v is None or _fraction_or_count(v, 0),
-        "must be a fraction of the batches in [0, 1] or a number of batches >= 0",
-    ),
+    "limit_val_batches": NONE_OR_SOME_BATCHES,
+    "overfit_batches": NONE_OR_SOME_BATCHES,
     "max_steps": (lambda v: v == -1 or _is_int(v) and v >= 1, "must be -1 (no limit) or >= 1"),
     "accumulate_grad_batches": (lambda v: _is_int(v) and v >= 1, "must be an integer >= 1"),
     "num_sanity_val_steps": (

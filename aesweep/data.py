@@ -133,8 +133,7 @@ def load_source(cfg: DictConfig) -> ArrayData:
     if cfg.name == "array":
         return read_array(str(cfg.path), cfg.label_column, cfg.image_shape)
     if cfg.name == "mnist5k":
-        x, y = load_mnist5k(root)
-        x_test, y_test = None, None
+        x, y, x_test, y_test = *load_mnist5k(root), None, None  # no official test split
     elif cfg.name in TORCHVISION:
         x, y, x_test, y_test = load_torchvision(cfg.name, root, bool(cfg.download))
     else:

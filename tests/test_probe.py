@@ -39,8 +39,10 @@ def test_pca_codes_at_full_k_probe_like_raw_pixels(data_root: Path) -> None:
     pca = fit_pca(splits.train_x, splits.test_x)
     result = probe_codes(lambda x: x, splits, pca, k=784)
     assert raw > 0.85
-    assert result["pca_probe_acc"] == pytest.approx(raw, abs=0.004)
-    assert result["probe_acc"] == pytest.approx(raw, abs=0.004)  # the identity "encoder"
+    # within 0.01: the thread count moves PCA's floats and so the probe by up to 0.004 (0.894
+    # and 0.890 with OMP_NUM_THREADS 2 and 1); a wrong code scaling is 0.08 off
+    assert result["pca_probe_acc"] == pytest.approx(raw, abs=0.01)
+    assert result["probe_acc"] == pytest.approx(raw, abs=0.01)  # the identity "encoder"
 
 
 def test_probes_see_the_code_not_its_scale() -> None:

@@ -39,8 +39,8 @@ def test_pca_codes_at_full_k_probe_like_raw_pixels(data_root: Path) -> None:
     pca = fit_pca(splits.train_x, splits.test_x)
     result = probe_codes(lambda x: x, splits, pca, k=784)
     assert raw > 0.85
-    # within 0.01: the thread count moves PCA's floats and so the probe by up to 0.004 (0.894
-    # and 0.890 with OMP_NUM_THREADS 2 and 1); a wrong code scaling is 0.08 off
+    # within 0.01: the thread count moves PCA's floats and the probe with them (0.892 with two
+    # threads, 0.890 with one, raw pixels 0.894); a wrong code scaling is 0.08 off
     assert result["pca_probe_acc"] == pytest.approx(raw, abs=0.01)
     assert result["probe_acc"] == pytest.approx(raw, abs=0.01)  # the identity "encoder"
 

@@ -114,7 +114,7 @@ def watch(jobs: list[Any], names: list[str]) -> list[JobReturn | None]:
     start = time.monotonic()
     returns: list[JobReturn | None] = [None] * len(jobs)
     last = ["PENDING"] * len(jobs)
-    running = set(range(len(jobs)))
+    running, started = set(range(len(jobs))), set()  # started: a start this terminal showed
     while running:
         jobs[0].get_info(mode="force")  # one sacct call refreshes every job's state
         for i in sorted(running):
@@ -123,7 +123,8 @@ def watch(jobs: list[Any], names: list[str]) -> list[JobReturn | None]:
             ended_now = job.paths.result_pickle.exists() or job.watcher.is_done(job.job_id, "cache")
             if not ended_now:
                 if state == "RUNNING" and last[i] != "RUNNING":
-                    again = " again" if last[i] == "REQUEUED" else ""
+                    again = " again" if i in started else ""  # a start between polls: unseen
+                    started.add(i)
                     print(f"{head} {names[i]}: started{again} (SLURM job {job.job_id})", flush=True)
                 elif state in WAITING and last[i] in ("RUNNING", "REQUEUED"):
                     if last[i] == "RUNNING":

@@ -69,9 +69,12 @@ class StopOnTimeLimit(Callback):
     come early (or, held by aesweep.jobstart, as a requeued job starts): training goes on
     until `delay_s` (the launcher's signal_delay_s) before the limit that squeue gives."""
 
-    def __init__(self, delay_s: float | None = None) -> None:
+    def __init__(self, delay_s: float | None = None, requeues: int | None = None) -> None:
         self.delay_s, self.warned = delay_s, False
         self._timer: threading.Timer | None = None
+        # no requeue left (SLURM's restart count, which counts preemptions too, has reached
+        # max_num_timeout): stopping at the warning would only waste the rest of the time
+        self.last_allocation = requeues is not None and times_requeued() >= requeues
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         from aesweep.jobstart import HELD
@@ -84,6 +87,10 @@ class StopOnTimeLimit(Callback):
                 self._on_warning(WARNING_SIGNAL, None)
 
     def _on_warning(self, signum: int, frame: Any) -> None:
+        if self.last_allocation:  # SLURM's SIGTERM at the limit still writes last.ckpt
+            print("aesweep: time limit near (SIGUSR2) and no requeue left: training on until "
+                  "the limit", flush=True)  # fmt: skip
+            return
         left = seconds_left() if self.delay_s is not None else None
         wait = 0.0 if left is None else left - float(self.delay_s or 0)
         if wait < 1 or self._timer is not None:

@@ -420,7 +420,8 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
 
     base.update(slurm_job=slurm_job_id(), requeued=times_requeued())
     record({**base, "status": "running", "error": None}, run_dir)
-    time_limit = StopOnTimeLimit(hydra_cfg.launcher.get("signal_delay_s") if multirun else None)
+    launcher = hydra_cfg.launcher if multirun else {}
+    time_limit = StopOnTimeLimit(launcher.get("signal_delay_s"), launcher.get("max_num_timeout"))
     try:
         check_machine(cfg.trainer)  # again here: a cluster node may differ from the submitter
         with quiet_lightning():

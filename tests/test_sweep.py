@@ -236,3 +236,19 @@ def test_launchers_run_the_jobs_and_the_report_aggregates_them(tmp_path, launche
     if launcher == "joblib":  # two jobs side by side share the cores instead of fighting
         threads = result_of(tmp_path / "sw" / "dim_z=8")
         assert threads["torch_threads"] == max(1, (os.cpu_count() or 1) // 2)
+
+
+def test_the_last_allocation_trains_on_past_the_warning(monkeypatch, capsys) -> None:
+    """With no requeue left (restart count = max_num_timeout), SLURM's warning does not stop
+    training: submitit would not requeue, so stopping early only wastes the allocation (the
+    limit's SIGTERM still writes last.ckpt). With one left, it stops as before."""
+    from aesweep.requeue import StopOnTimeLimit
+
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "3")
+    last = StopOnTimeLimit(delay_s=30, requeues=3)
+    last._on_warning(signal.SIGUSR2, None)
+    assert last.last_allocation and not last.warned and last._timer is None
+    assert "no requeue left: training on until the limit" in capsys.readouterr().out
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "2")
+    assert not StopOnTimeLimit(delay_s=30, requeues=3).last_allocation
+    assert not StopOnTimeLimit(delay_s=30).last_allocation  # not a submitit job

@@ -213,10 +213,9 @@ def slug(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]", "_", text)
 
 
-def write_report(sweep_dir: Path) -> pd.DataFrame:
-    """(Re)build a sweep folder's loss_vs_dim.csv, loss_vs_dim.png and montage(s) from the
-    job folders' result.json; works on partial sweeps."""
-    table = collect(sweep_dir)
+def write_report(sweep_dir: Path, table: pd.DataFrame) -> None:
+    """(Re)build a sweep folder's loss_vs_dim.csv, loss_vs_dim.png and montage(s) from its
+    table (`collect`: the job folders' result.json); works on partial sweeps."""
     inside = table.assign(run_dir=[Path(d).name for d in table["run_dir"]])  # relative
     write_text(inside.to_csv(index=False), sweep_dir / "loss_vs_dim.csv")
     if (table["status"] == "ok").any():
@@ -235,7 +234,6 @@ def write_report(sweep_dir: Path) -> pd.DataFrame:
             save_figure(fig, sweep_dir / name)
             montages.append((label, name))
     write_text(markdown_report(sweep_dir, table, montages), sweep_dir / "report.md")
-    return table
 
 
 def probed(ok: pd.DataFrame) -> pd.DataFrame:
@@ -431,10 +429,10 @@ def format_table(table: pd.DataFrame) -> str:
 def report_and_exit_code(sweep_dir: Path, n_jobs: int | None = None) -> int:
     """Write the report (a full disk costs the report, not the command's ending), print it,
     and say whether all `n_jobs` (default: every job folder) finished (0) or not (1)."""
+    table = collect(sweep_dir)
     try:
-        table = write_report(sweep_dir)
+        write_report(sweep_dir, table)
     except OSError as e:
-        table = collect(sweep_dir)
         print(f"aesweep: error: the report could not be written: {e}", file=sys.stderr)
     print(f"\nsweep folder: {sweep_dir}")
     print(format_table(table))

@@ -185,9 +185,10 @@ def build_trainer(
     """The configured Trainer with the chosen loggers (by default metrics.csv) and the
     checkpoints in the run folder."""
     chosen = list(instantiate(cfg.trainer.get("plugins")) or [])  # the user's trainer.plugins
-    ours = [p for p in [*cluster_plugins(), RunFolderCheckpointIO()]  # unless they chose one
-            if not any(isinstance(c, kind) and isinstance(p, kind) for c in chosen
-                       for kind in (ClusterEnvironment, CheckpointIO))]  # fmt: skip
+    taken = tuple(
+        k for k in (ClusterEnvironment, CheckpointIO) if any(isinstance(c, k) for c in chosen)
+    )
+    ours = [p for p in [*cluster_plugins(), RunFolderCheckpointIO()] if not isinstance(p, taken)]
     trainer = instantiate(
         cfg.trainer,
         default_root_dir=str(run_dir),

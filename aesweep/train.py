@@ -250,6 +250,7 @@ def train(
         **dict(sorted(scores.items())),
         "pca_test_mse": pca.test_mse(cfg.dim_z),
         "pca_test_sse": float(pca.test_sse[cfg.dim_z]),
+        "baseline_test_sse": float(pca.test_sse[0]),  # every sample as the mean: the data's scale
         "input_dim": splits.input_dim,
         "image_shape": list(splits.image_shape) if splits.image_shape else None,
         "output": model.hparams.output,
@@ -352,6 +353,7 @@ def describe(cfg: DictConfig, hydra_cfg: Any) -> dict[str, Any]:
         "loss": str(cfg.loss.name),
         "optimizer": str(cfg.optimizer._target_).rpartition(".")[2].lower(),  # adamw, sgd, ...
         "lr": cfg.optimizer.lr,
+        "input_noise": cfg.model.input_noise,
         "batch_size": cfg.data.batch_size,
         "max_epochs": cfg.trainer.max_epochs,
         "seed": cfg.seed,

@@ -166,6 +166,7 @@ def prepare(rest: list[str], job_name: str) -> list[str]:
     """Validate every job's config and return Hydra's argv, naming multirun job folders by
     the swept settings only (dim_z=32, or dim_z=32,optimizer=sgd)."""
     args = hydra_arguments(rest)
+    check_group_choices(args.overrides)
     if args.help or args.hydra_help or args.cfg or args.info or args.shell_completion:
         return rest + _help_header(job_name, args)  # Hydra explains itself; nothing runs
     overrides = list(args.overrides)
@@ -185,6 +186,33 @@ def prepare(rest: list[str], job_name: str) -> list[str]:
         extra.append(f"hydra.callbacks.sweep_report.n_jobs={len(jobs)}")  # progress lines
     flags = [a for a in rest if a not in args.overrides]
     return [*flags, *(absolute_data_path(o) for o in overrides), *extra]
+
+
+DERIVED_GROUPS = ("recipe_for_data", "optimizer_for_data")  # train.yaml picks them
+
+
+def check_group_choices(overrides: list[str]) -> None:
+    """Group choices Hydra would answer with a traceback (model=null: a group takes an
+    option) or silently ignore (a group train.yaml derives from the recipe and the data)."""
+    from importlib.resources import files
+
+    for override in overrides:
+        key, _, value = override.lstrip("+~").partition("=")
+        if key in DERIVED_GROUPS:
+            raise ConfigError(
+                f"{override} is invalid: {key} follows the recipe, optimizer and data chosen "
+                f"(configs/train.yaml); set its settings instead, e.g. model.input_noise=0.1"
+            )
+        if value != "null" or "." in key:
+            continue
+        if key.startswith("hydra/"):
+            raise ConfigError(
+                f"{override} is invalid: must be one of the options --hydra-help lists"
+            )
+        folder = files(CONFIG_MODULE).joinpath(key)
+        if key.isidentifier() and folder.is_dir():
+            options = sorted(f.name[:-5] for f in folder.iterdir() if f.name.endswith(".yaml"))
+            raise ConfigError(f"{override} is invalid: must be one of {', '.join(options)}")
 
 
 def absolute_data_path(override: str) -> str:

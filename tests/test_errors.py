@@ -70,6 +70,11 @@ BAD_INPUT = [
         "rmsprop, sgd",
     ),
     (["train", "model=resnet"], "model=resnet is invalid: must be one of deep, linear, mlp"),
+    (["train", "model=null"], "model=null is invalid: must be one of deep, linear, mlp, residual"),
+    (
+        ["train", "recipe_for_data=default_array"],  # Hydra would ignore it and train
+        "recipe_for_data=default_array is invalid: recipe_for_data follows the recipe, optimizer",
+    ),
     (
         ["train", "data=svhn"],
         "data=svhn is invalid: must be one of array, cifar10, fashion_mnist, mnist, mnist5k",

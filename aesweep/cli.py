@@ -156,17 +156,19 @@ def register_launcher() -> None:
 
 def hydra_arguments(rest: list[str]) -> Any:
     """Hydra's own command-line parser (private; pinned by tests/test_hydra_contract.py), so
-    that flags (-m, --cfg, --config-dir, ...) mean exactly what they mean to @hydra.main."""
+    that flags (-m, --cfg, --config-dir, ...) mean exactly what they mean to @hydra.main;
+    then the group choices Hydra itself would get wrong (check_group_choices)."""
     from hydra._internal.utils import get_args_parser
 
-    return get_args_parser().parse_args(rest)
+    args = get_args_parser().parse_args(rest)
+    check_group_choices(args.overrides)
+    return args
 
 
 def prepare(rest: list[str], job_name: str) -> list[str]:
     """Validate every job's config and return Hydra's argv, naming multirun job folders by
     the swept settings only (dim_z=32, or dim_z=32,optimizer=sgd)."""
     args = hydra_arguments(rest)
-    check_group_choices(args.overrides)
     if args.help or args.hydra_help or args.cfg or args.info or args.shell_completion:
         return rest + _help_header(job_name, args)  # Hydra explains itself; nothing runs
     overrides = list(args.overrides)

@@ -71,6 +71,7 @@ BAD_INPUT = [
     ),
     (["train", "model=resnet"], "model=resnet is invalid: must be one of deep, linear, mlp"),
     (["train", "model=null"], "model=null is invalid: must be one of deep, linear, mlp, residual"),
+    (["sweep", "model=null"], "model=null is invalid: must be one of deep, linear, mlp, residual"),
     (
         ["train", "recipe_for_data=default_array"],  # Hydra would ignore it and train
         "recipe_for_data=default_array is invalid: recipe_for_data follows the recipe, optimizer",

@@ -328,8 +328,9 @@ def against_pca(ok: pd.DataFrame, settings: list[str]) -> list[str]:
         return []
     gap = ok["test_sse"] - ok["pca_test_sse"]
     # Near k = d both errors are rounding; "near" is 1e-4 of the data's own variance, so it
-    # means the same on any scale (0.005 per image on MNIST; folders older than the field: 0.05)
-    near_zero = 1e-4 * ok.get("baseline_test_sse", pd.Series(np.nan, ok.index)).fillna(500)
+    # means the same on any scale (0.005 per image on MNIST)
+    baseline = ok["baseline_test_sse"] if "baseline_test_sse" in ok else pd.Series(np.nan, ok.index)
+    near_zero = (1e-4 * baseline).fillna(0.05)  # folders older than the field: as before
     tie = gap.abs() <= np.maximum(0.01 * ok["pca_test_sse"], near_zero)
     verdicts = ok.assign(verdict=np.select([tie, gap < 0], [1, 0], 2))  # 0 yes, 1 tie, 2 no
     sizes, keys = per_size(ok), [*settings, "dim_z"]

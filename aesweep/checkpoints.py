@@ -14,11 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 
-from aesweep.config import ConfigError
+from aesweep.config import ConfigError, show
 from aesweep.io import save_torch
 
 SHAPE_KEYS = ("kind", "input_dim", "dim_z", "hidden", "activation", "output")
+# How a run trains, as its checkpoint records it: hyperparameter -> the setting that sets it
+RECIPE_KEYS = {"loss": "loss.name", "optimizer": "optimizer", "scheduler": "scheduler",
+               "input_noise": "model.input_noise", "linear_lr_scale": "model.linear_lr_scale",
+               "seed": "seed", "center": "model.center",
+               "batch_size": "data.batch_size"}  # fmt: skip
 KEPT = ("best.ckpt", "last.ckpt")  # the weights a run keeps: best on validation, else the last
 
 
@@ -65,6 +71,45 @@ def shapes_of(cfg: Any) -> dict[str, Any]:
     m = cfg.model
     return {"kind": str(m.kind), "dim_z": cfg.dim_z, "hidden": list(m.hidden),
             "activation": str(m.activation)}  # fmt: skip
+
+
+def recipe_of(cfg: Any) -> dict[str, Any]:
+    """The LightningModule's training settings in a job's config (besides the net's)."""
+    return {
+        "loss": str(cfg.loss.name),
+        "optimizer": OmegaConf.to_container(cfg.optimizer, resolve=True),
+        "scheduler": OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.scheduler else None,
+        "input_noise": cfg.model.input_noise,
+        "linear_lr_scale": cfg.model.linear_lr_scale,
+        "seed": cfg.seed,
+    }
+
+
+def check_recipe(path: Path, ckpt: dict[str, Any], cfg: Any) -> None:
+    """resume=DIR composes a run again from its overrides: refuse configs that now give it
+    another recipe (changed since it began: another aesweep version), naming the first
+    difference, rather than continue it as a run nobody started. Keys a checkpoint lacks
+    (recorded by later versions) are not compared."""
+    saved = {**ckpt["hyper_parameters"], **ckpt.get("datamodule_hyper_parameters", {})}
+    now = {**recipe_of(cfg), "center": cfg.model.center, "batch_size": cfg.data.batch_size}
+    for key in (k for k in RECIPE_KEYS if k in saved):
+        if (found := _difference(RECIPE_KEYS[key], saved[key], now[key])) is not None:
+            name, old, new = found
+            raise CheckpointError(
+                f"checkpoint {path} was trained with {name}={show(old)}, these configs give "
+                f"{name}={show(new)}: resume continues a run only as it began (resume it with "
+                f"the aesweep version that made it, or start a new run)"
+            )
+
+
+def _difference(name: str, old: Any, new: Any) -> tuple[str, Any, Any] | None:
+    """The first (setting, old, new) that differs, looking into nested settings."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(old.keys() | new.keys(), key=str):
+            if (found := _difference(f"{name}.{key}", old.get(key), new.get(key))) is not None:
+                return found
+        return None
+    return None if old == new else (name, old, new)
 
 
 def kept_checkpoint(run_dir: Path) -> Path | None:

@@ -179,12 +179,13 @@ def prepare(rest: list[str], job_name: str) -> list[str]:
     if job_name == "pca" and _value(overrides, "hydra.run.dir") is None:
         extra.append("hydra.run.dir=outputs/pca/${now:%Y-%m-%d_%H-%M-%S}-${aesweep_uid:}")
     jobs, swept = expand(overrides, args)
+    if args.multirun:  # before composing: each job's config then names its own folder
+        extra += dirname_overrides(overrides, swept)
     configs = [compose(job + extra, args) for job in jobs]
     for cfg in configs:
         validate_job(cfg, job_name, multirun=args.multirun)
     extra.append(lock_output(configs[0], resume, multirun=args.multirun))
     if args.multirun:
-        extra += dirname_overrides(overrides, swept)
         extra.append(f"hydra.callbacks.sweep_report.n_jobs={len(jobs)}")  # progress lines
     flags = [a for a in rest if a not in args.overrides]
     return [*flags, *(absolute_data_path(o) for o in overrides), *extra]
@@ -381,15 +382,27 @@ def lock_output(cfg: Any, resume: str | None, multirun: bool) -> str:
 
 
 def check_continued_checkpoint(cfg: Any, multirun: bool) -> None:
-    """ckpt_path=FILE or resume=RUN: a checkpoint that holds more than data, is damaged or
-    belongs to another model is refused before any job starts (a sweep's jobs check theirs)."""
-    from aesweep.checkpoints import check_shapes, checkpoint_to_continue, read_checkpoint, shapes_of
+    """ckpt_path=FILE or resume=DIR: a checkpoint that holds more than data, is damaged,
+    belongs to another model or (resume) would continue with another recipe is refused
+    before any job starts; a finished job that resume keeps as it is is not read."""
+    from omegaconf.errors import InterpolationToMissingValueError
 
-    if multirun and cfg.get("ckpt_path") is None:
+    from aesweep import checkpoints
+
+    folder = Path(str(cfg.hydra.run.dir))  # the job's folder: where resume= reads
+    if multirun and cfg.resume is not None:
+        try:
+            folder = Path(str(cfg.hydra.sweep.dir), str(cfg.hydra.sweep.subdir))
+        except InterpolationToMissingValueError:  # job${hydra.job.num}: checked as it starts
+            return
+    path = checkpoints.checkpoint_to_continue(cfg, folder)
+    previous = config.read_result(folder) if cfg.resume is not None else None
+    if path is None or config.kept_as_finished(previous, cfg.hydra.overrides.task):
         return
-    path = checkpoint_to_continue(cfg, Path(str(cfg.hydra.run.dir)))
-    if path is not None:  # the data's dimension and output are checked in the job
-        check_shapes(path, read_checkpoint(path), shapes_of(cfg))
+    ckpt = checkpoints.read_checkpoint(path)
+    checkpoints.check_shapes(path, ckpt, checkpoints.shapes_of(cfg))  # the data's: in the job
+    if cfg.resume is not None:
+        checkpoints.check_recipe(path, ckpt, cfg)
 
 
 def dirname_overrides(overrides: list[str], swept: list[str]) -> list[str]:

@@ -5,6 +5,7 @@ one-line ConfigError. Imports nothing heavy: the CLI's preflight runs it for eve
 from __future__ import annotations
 
 import inspect
+import json
 import math
 import os
 import re
@@ -125,6 +126,26 @@ def job_settings(overrides: Any, skip: tuple[str, ...] = NOT_JOB_SETTINGS) -> di
     }
 
 
+def job_overrides(task: Any) -> list[str]:
+    """The overrides that describe a job (result.json's `overrides`)."""
+    return [o for o in task if override_key(o) not in NOT_JOB_SETTINGS]
+
+
+def read_result(run_dir: Path) -> dict[str, Any] | None:
+    """A run folder's result.json, None where it has none (or half of one)."""
+    try:
+        return json.loads((Path(run_dir) / RESULT).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def kept_as_finished(previous: dict[str, Any] | None, task: Any) -> bool:
+    """resume=DIR keeps a job that finished (`previous`: its result.json) with these very
+    task overrides, and runs it again otherwise (e.g. with a longer trainer.max_epochs)."""
+    same = bool(previous) and previous.get("overrides") == job_overrides(task)
+    return same and previous.get("status") == "ok"
+
+
 class ConfigError(ValueError):
     """A user's setting is invalid; the message is the one line we print."""
 
@@ -208,6 +229,8 @@ def show(value: Any) -> str:
         value = OmegaConf.to_container(value)
     if isinstance(value, list):
         return "[" + ",".join(show(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return str(value).lower()
     return "null" if value is None else str(value)
 
 

@@ -23,6 +23,7 @@ class TensorDataModule(pl.LightningDataModule):
         eval_batch_size: int = 1000,
     ) -> None:
         super().__init__()
+        self.save_hyperparameters("batch_size")  # in checkpoints: resume checks it
         self.splits, self.batch_size, self.seed = splits, batch_size, seed
         self.steps_per_call, self.eval_batch_size = steps_per_call, eval_batch_size
 

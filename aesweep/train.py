@@ -7,7 +7,6 @@ sweep and skip the report, so a failure becomes `result.json` with status=failed
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -39,13 +38,21 @@ from aesweep.callbacks import (
     LastCheckpoint,
     RunFolderCheckpointIO,
 )
-from aesweep.checkpoints import SHAPE_KEYS, check_shapes, checkpoint_to_continue, read_checkpoint
+from aesweep.checkpoints import (
+    SHAPE_KEYS,
+    check_recipe,
+    check_shapes,
+    checkpoint_to_continue,
+    read_checkpoint,
+    recipe_of,
+)
 from aesweep.config import (
-    NOT_JOB_SETTINGS,
     RESULT,
     ConfigError,
     check_machine,
-    override_key,
+    job_overrides,
+    kept_as_finished,
+    read_result,
 )
 from aesweep.data import DataError, Splits, load_splits
 from aesweep.datamodule import TensorDataModule
@@ -124,15 +131,7 @@ def output_for(cfg: DictConfig, unit_range: bool) -> str:
 def new_model(cfg: DictConfig, input_dim: int, output: str | None = None) -> AutoEncoder:
     """The untrained autoencoder a job's config describes, with its training recipe;
     `output` as output_for resolved it for the data (default: model.output)."""
-    settings = dict(
-        **net_settings(cfg, input_dim, output),
-        loss=str(cfg.loss.name),
-        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
-        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.scheduler else None,
-        input_noise=cfg.model.input_noise,
-        linear_lr_scale=cfg.model.linear_lr_scale,
-        seed=cfg.seed,
-    )
+    settings = {**net_settings(cfg, input_dim, output), **recipe_of(cfg)}
     k = steps_per_call(cfg)
     if k == 1:
         return AutoEncoder(**settings)
@@ -282,12 +281,15 @@ def train(
 
 
 def checked_checkpoint(cfg: DictConfig, run_dir: Path, model: AutoEncoder) -> Path | None:
-    """The checkpoint this run continues from, its shapes checked against the model (again
-    here, after the CLI's check: a cluster node may read another file system)."""
+    """The checkpoint this run continues from, its shapes (and on resume its recipe) checked
+    against the model (again here, after the CLI's check: a cluster node may read another
+    file system, a requeued job run another version)."""
     ckpt_path = checkpoint_to_continue(cfg, run_dir)
     if ckpt_path is not None:
-        shapes = {key: model.hparams[key] for key in SHAPE_KEYS}
-        check_shapes(ckpt_path, read_checkpoint(ckpt_path), shapes)
+        ckpt = read_checkpoint(ckpt_path)
+        check_shapes(ckpt_path, ckpt, {key: model.hparams[key] for key in SHAPE_KEYS})
+        if cfg.resume is not None:
+            check_recipe(ckpt_path, ckpt, cfg)
     return ckpt_path
 
 
@@ -340,7 +342,6 @@ NO_VALIDATION = (
 def describe(cfg: DictConfig, hydra_cfg: Any) -> dict[str, Any]:
     """The settings that identify a job in result.json and in the sweep table."""
     choices = hydra_cfg.runtime.choices
-    overrides = [o for o in hydra_cfg.overrides.task if override_key(o) not in NOT_JOB_SETTINGS]
     return {
         "dim_z": cfg.dim_z,
         "data": choices.get("data"),
@@ -357,15 +358,8 @@ def describe(cfg: DictConfig, hydra_cfg: Any) -> dict[str, Any]:
         "batch_size": cfg.data.batch_size,
         "max_epochs": cfg.trainer.max_epochs,
         "seed": cfg.seed,
-        "overrides": list(overrides),
+        "overrides": job_overrides(hydra_cfg.overrides.task),
     }  # no run_dir: a folder that moves would name its old place (the report adds it)
-
-
-def read_result(run_dir: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((run_dir / RESULT).read_text())
-    except (OSError, ValueError):
-        return None
 
 
 EXPLAINED = (ConfigError, DataError, DivergenceError, Interrupted)  # messages say it all
@@ -411,13 +405,7 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
     if is_own_folder(previous):  # requeued by SLURM: this job's own run, continued
         with open_dict(cfg):
             cfg.resume = str(run_dir)
-    elif cfg.resume is None:
-        previous = None
-    if (
-        previous
-        and previous.get("status") == "ok"
-        and previous.get("overrides") == base["overrides"]
-    ):
+    if cfg.resume is not None and kept_as_finished(previous, hydra_cfg.overrides.task):
         print(f"already finished, kept: {run_dir}")
         return previous
 

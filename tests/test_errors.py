@@ -25,7 +25,7 @@ BAD_INPUT = [
         ["train", "model.output=tanh"],
         "model.output=tanh is invalid: must be one of sigmoid, identity",
     ),
-    (["train", "model.center=true"], "model.center=True is invalid: needs model.output=identity"),
+    (["train", "model.center=true"], "model.center=true is invalid: needs model.output=identity"),
     (["train", "optimizer.lr=0"], "optimizer.lr=0 is invalid: must be a number > 0"),
     (["train", "optimizer.lr=-1e-3"], "optimizer.lr=-0.001 is invalid: must be a number > 0"),
     (["train", "optimizer.lr=fast"], "optimizer.lr=fast is invalid: must be a number > 0"),

@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from tests.conftest import SMOKE, ctrl_c_at_step, result_of, run_subprocess
 from tests.test_sweep import status_of, wait_for
@@ -176,6 +177,48 @@ def test_resume_extends_a_finished_run_and_refuses_a_changed_model(aesweep, tmp_
     result = result_of(tmp_path / "run")
     assert (result["status"], result["epochs"], result["steps"]) == ("ok", 4, 4 * 5)
     assert "trainer.max_epochs=4" in result["overrides"]
+
+
+@pytest.mark.parametrize(
+    ("override", "trained", "now"),
+    [
+        ("model.input_noise=0.2", "model.input_noise=0.2", "model.input_noise=0.1"),
+        ("optimizer.lr=0.001", "optimizer.lr=0.001", "optimizer.lr=0.002"),
+        ("data.batch_size=128", "data.batch_size=128", "data.batch_size=64"),
+    ],
+)
+def test_resume_refuses_a_run_these_configs_would_train_differently(
+    aesweep, tmp_path, override, trained, now
+) -> None:
+    """resume=DIR composes the run again from its overrides: where the configs changed since
+    it began (another aesweep version), the checkpoint names the setting that differs,
+    before anything trains, for a run and for a sweep's unfinished job."""
+    assert aesweep("train", "dim_z=8", *SMOKE, override, "hydra.run.dir=run").code == 0
+    saved = tmp_path / "run/.hydra/overrides.yaml"
+    saved.write_text(saved.read_text().replace(f"- {override}\n", ""))  # the old default
+    last = tmp_path / "run/checkpoints/last.ckpt"
+    before = last.read_bytes()
+    refused = aesweep("train", "resume=run", "trainer.max_epochs=3")
+    assert refused.code == 2 and refused.lines == [
+        f"aesweep: error: checkpoint run/checkpoints/last.ckpt was trained with {trained}, these "
+        f"configs give {now}: resume continues a run only as it began (resume it with the "
+        f"aesweep version that made it, or start a new run)"
+    ]
+    assert last.read_bytes() == before and result_of(tmp_path / "run")["status"] == "ok"
+
+    assert aesweep("sweep", "sweep.dims=[4,2]", *SMOKE, override, "hydra.sweep.dir=sw").code == 0
+    (tmp_path / "sw/dim_z=2/result.json").unlink()  # one job unfinished
+    saved = OmegaConf.load(tmp_path / "sw/multirun.yaml")
+    saved.hydra.overrides.task.remove(override)
+    OmegaConf.save(saved, tmp_path / "sw/multirun.yaml")
+    finished = result_of(tmp_path / "sw/dim_z=4")  # as if the override had never been there
+    finished["overrides"].remove(override)
+    (tmp_path / "sw/dim_z=4/result.json").write_text(json.dumps(finished))
+    refused = aesweep("sweep", "resume=sw")
+    assert refused.code == 2 and len(refused.lines) == 1
+    assert f"was trained with {trained}, these configs give {now}:" in refused.lines[0]
+    assert "sw/dim_z=2/checkpoints/last.ckpt" in refused.lines[0]
+    assert result_of(tmp_path / "sw/dim_z=4")["status"] == "ok"
 
 
 @pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600)])

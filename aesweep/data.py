@@ -54,9 +54,12 @@ class Scaling:
     offset: Tensor
     scale: Tensor
 
-    def apply(self, x: Tensor) -> Tensor:
-        """Data as stored -> the space the model, PCA and the metrics work in."""
-        return x.float().sub(self.offset).div_(self.scale).contiguous()
+    def apply(self, x: Tensor, in_place: bool = False) -> Tensor:
+        """Data as stored -> the space the model, PCA and the metrics work in; `in_place`:
+        in x's own memory where x is float32 (a copy the caller owns: one array less)."""
+        y = x.float()
+        y = y.sub_(self.offset) if in_place or y is not x else y.sub(self.offset)
+        return y.div_(self.scale).contiguous()
 
     def invert(self, x: Tensor) -> Tensor:
         """The model's space (codes decoded, reconstructions) -> the data's own units."""
@@ -184,10 +187,11 @@ def load_splits(cfg: DictConfig) -> Splits:
     scaling = fit_scaling(kind, train_x, per_feature=not source.pixels)
     if cfg.subset is not None:
         train_x, train_y = rows(train[: cfg.subset])
-    train_x = scaling.apply(train_x)
+    train_x = scaling.apply(train_x, in_place=True)  # rows(...) are copies
     unit = bool(train_x.min() >= 0 and train_x.max() <= 1)
+    test_x = scaling.apply(x_test, in_place=source.x_test is None)  # the source's own: kept
     return Splits(
-        train_x, train_y, scaling.apply(val_x), val_y, scaling.apply(x_test), y_test,
+        train_x, train_y, scaling.apply(val_x, in_place=True), val_y, test_x, y_test,
         source.image_shape, scaling, source.feature_names, unit,
     )  # fmt: skip
 

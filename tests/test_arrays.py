@@ -284,3 +284,20 @@ def test_beating_pca_means_the_same_in_any_units(units: float) -> None:
     table = against_pca(ok, [])[-2].splitlines()[2:]  # the markdown table's rows
     verdicts = {row.split("|")[1].strip(): row.split("|")[-2].strip() for row in table}
     assert verdicts == {"192": "tie", "64": "yes", "16": "yes", "8": "tie", "1": "yes"}
+
+
+def test_large_arrays_are_checked_in_chunks_with_the_same_answers(monkeypatch) -> None:
+    """The finite and whole-number checks read a large array chunk by chunk (a check over
+    the whole would copy it): the first bad value is still named by its row in the file."""
+    from aesweep import arrays
+    from aesweep.config import ConfigError
+
+    monkeypatch.setattr(arrays, "CHUNK_ROWS", 4)
+    x = torch.zeros(10, 3)
+    x[9, 1], x[6, 2] = float("inf"), float("nan")
+    with pytest.raises(ConfigError, match=r"x has 2 NaN .* first at row 6, feature 2, counting"):
+        arrays.check_finite("f.npy", "x", x, None)
+    whole = torch.randint(0, 256, (10, 3)).float()
+    assert arrays.ArrayData(whole, None, None, None, None, None).pixels
+    whole[9, 0] += 0.5  # one value in the last chunk is not a whole number
+    assert not arrays.ArrayData(whole, None, None, None, None, None).pixels

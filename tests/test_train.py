@@ -138,6 +138,24 @@ def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(
     assert all(torch.isfinite(w).all() for w in ckpt["state_dict"].values())
 
 
+def test_the_first_non_finite_step_is_the_one_named(aesweep, tmp_path, monkeypatch) -> None:
+    """The step losses of an epoch sit in one device buffer, read every log_every_n_steps
+    steps: the error names the step whose loss first stopped being finite."""
+    from aesweep.model import AutoEncoder
+
+    loss_of = AutoEncoder._training_loss
+
+    def nan_from_step_7(self, x):
+        loss = loss_of(self, x)
+        return loss * float("nan") if self.global_step >= 7 else loss
+
+    monkeypatch.setattr(AutoEncoder, "_training_loss", nan_from_step_7)
+    args = ("dim_z=4", *SMOKE, "trainer.max_epochs=4", "trainer.log_every_n_steps=3")
+    assert aesweep("train", *args, "hydra.run.dir=run").code == 1
+    error = result_of(tmp_path / "run")["error"]
+    assert error.startswith("training loss became nan at epoch 1, step 7; "), error
+
+
 def test_ddp_relaunches_its_workers_through_the_cli_and_rank_0_records_the_run(tmp_path) -> None:
     """Lightning re-launches sys.argv[0] for rank 1 without the `train` subcommand."""
     run = tmp_path / "run"

@@ -13,8 +13,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
-
 from aesweep import __version__, config
 from aesweep.config import ConfigError, show
 from aesweep.config import override_key as _key
@@ -179,8 +177,9 @@ def prepare(rest: list[str], job_name: str) -> list[str]:
     if job_name == "pca" and _value(overrides, "hydra.run.dir") is None:
         extra.append("hydra.run.dir=outputs/pca/${now:%Y-%m-%d_%H-%M-%S}-${aesweep_uid:}")
     jobs, swept = expand(overrides, args)
-    if args.multirun:  # before composing: each job's config then names its own folder
+    if args.multirun:  # each job's config names its own folder, numbered as the sweeper does
         extra += dirname_overrides(overrides, swept)
+        jobs = [[*job, f"hydra.job.num={i}"] for i, job in enumerate(jobs)]
     configs = [compose(job + extra, args) for job in jobs]
     for cfg in configs:
         validate_job(cfg, job_name, multirun=args.multirun)
@@ -385,16 +384,10 @@ def check_continued_checkpoint(cfg: Any, multirun: bool) -> None:
     """ckpt_path=FILE or resume=DIR: a checkpoint that holds more than data, is damaged,
     belongs to another model or (resume) would continue with another recipe is refused
     before any job starts; a finished job that resume keeps as it is is not read."""
-    from omegaconf.errors import InterpolationToMissingValueError
-
     from aesweep import checkpoints
 
-    folder = Path(str(cfg.hydra.run.dir))  # the job's folder: where resume= reads
-    if multirun and cfg.resume is not None:
-        try:
-            folder = Path(str(cfg.hydra.sweep.dir), str(cfg.hydra.sweep.subdir))
-        except InterpolationToMissingValueError:  # job${hydra.job.num}: checked as it starts
-            return
+    where = cfg.hydra.sweep if multirun else cfg.hydra.run  # the job's folder: resume reads it
+    folder = Path(str(where.dir), str(where.subdir) if multirun else "")
     path = checkpoints.checkpoint_to_continue(cfg, folder)
     previous = config.read_result(folder) if cfg.resume is not None else None
     if path is None or config.kept_as_finished(previous, cfg.hydra.overrides.task):
@@ -453,11 +446,12 @@ def resume_overrides(overrides: list[str], resume: str, sweep: bool) -> list[str
         kind = "sweep" if sweep else "run"
         raise ConfigError(f"resume={resume} is invalid: no {saved.relative_to(folder)} there "
                           f"(not a {kind} folder)")  # fmt: skip
-    cfg = OmegaConf.load(saved)
-    task = resumed_task(list(cfg.hydra.overrides.task if sweep else cfg), overrides)
+    saved_task = config.saved_overrides(saved)["task"]
+    task = resumed_task(saved_task, overrides)
     hydra = [o for o in overrides if _is_hydra_key(_key(o))]
     if sweep and not hydra:
-        hydra = [o for o in cfg.hydra.overrides.hydra if not o.startswith(config.GENERATED)]
+        saved_hydra = config.saved_overrides(saved)["hydra"]
+        hydra = [o for o in saved_hydra if not o.startswith(config.GENERATED)]
     where = f"hydra.{'sweep' if sweep else 'run'}.dir={folder}"
     return [*task, *hydra, f"resume={folder}", where]
 

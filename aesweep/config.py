@@ -131,6 +131,15 @@ def job_overrides(task: Any) -> list[str]:
     return [o for o in task if override_key(o) not in NOT_JOB_SETTINGS]
 
 
+def saved_overrides(path: Path) -> dict[str, list[str]]:
+    """The `task` and `hydra` overrides Hydra saved (multirun.yaml, or a run's
+    .hydra/overrides.yaml: task only), as typed: `job${hydra.job.num}` stays a string."""
+    saved = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    if isinstance(saved, list):
+        return {"task": saved, "hydra": []}
+    return {key: list(saved["hydra"]["overrides"][key]) for key in ("task", "hydra")}
+
+
 def read_result(run_dir: Path) -> dict[str, Any] | None:
     """A run folder's result.json, None where it has none (or half of one)."""
     try:

@@ -19,9 +19,16 @@ import numpy as np
 import pandas as pd
 from hydra.experimental.callback import Callback
 from matplotlib.figure import Figure
-from omegaconf import OmegaConf
 
-from aesweep.config import FEATURE_ERRORS, GENERATED, NOT_JOB_SETTINGS, RESULT, UNITS, job_settings
+from aesweep.config import (
+    FEATURE_ERRORS,
+    GENERATED,
+    NOT_JOB_SETTINGS,
+    RESULT,
+    UNITS,
+    job_settings,
+    saved_overrides,
+)
 from aesweep.io import save_figure, write_text
 from aesweep.plots import DPI, draw_accuracy_vs_dim, draw_montage, log_dims
 
@@ -259,8 +266,8 @@ def sweep_command(sweep_dir: Path) -> str | None:
     saved = sweep_dir / "multirun.yaml"
     if not saved.is_file():
         return None
-    overrides = OmegaConf.load(saved).hydra.overrides
-    kept = [o for o in [*overrides.task, *overrides.hydra] if not o.startswith(GENERATED)]
+    overrides = saved_overrides(saved)
+    kept = [o for o in [*overrides["task"], *overrides["hydra"]] if not o.startswith(GENERATED)]
     if any(o.startswith("dim_z=") for o in kept):  # sweep.dims has no effect next to dim_z
         kept = [o for o in kept if not o.startswith("sweep.dims=")]
     return "aesweep train -m " + " ".join(shlex.quote(o) for o in kept)

@@ -221,6 +221,28 @@ def test_resume_refuses_a_run_these_configs_would_train_differently(
     assert result_of(tmp_path / "sw/dim_z=4")["status"] == "ok"
 
 
+def test_a_numbered_job_of_a_multirun_is_checked_before_it_starts(aesweep, tmp_path) -> None:
+    """A multirun with nothing swept names its job folder job0 (${hydra.job.num}): its report
+    is written, and on resume its recipe is compared up front as well, so a finished row is
+    never turned into a failed one."""
+    noise = "model.input_noise=0.2"
+    assert aesweep("train", "-m", *SMOKE, noise, "hydra.sweep.dir=m").code == 0
+    assert "aesweep train -m" in (tmp_path / "m/report.md").read_text()  # job${...} unresolved
+    saved = OmegaConf.load(tmp_path / "m/multirun.yaml")
+    saved.hydra.overrides.task.remove(noise)  # as if it had been the default then
+    OmegaConf.save(saved, tmp_path / "m/multirun.yaml")
+    finished = result_of(tmp_path / "m/job0")
+    finished["overrides"].remove(noise)
+    (tmp_path / "m/job0/result.json").write_text(json.dumps(finished))
+    refused = aesweep("sweep", "resume=m", "trainer.max_epochs=3")  # extends the finished job
+    assert refused.code == 2 and len(refused.lines) == 1
+    assert (
+        "checkpoint m/job0/checkpoints/last.ckpt was trained with model.input_noise=0.2"
+        in (refused.lines[0])
+    )
+    assert result_of(tmp_path / "m/job0") == finished
+
+
 @pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600)])
 def test_results_are_written_with_the_users_umask(aesweep, tmp_path, umask, mode) -> None:
     import os

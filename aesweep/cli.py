@@ -441,17 +441,16 @@ def resume_overrides(overrides: list[str], resume: str, sweep: bool) -> list[str
     """The folder's own overrides plus resume=DIR, into the same folder: finished jobs are
     kept, the others continue from checkpoints/last.ckpt."""
     folder = Path(resume)
-    saved = folder / ("multirun.yaml" if sweep else ".hydra/overrides.yaml")
-    if not saved.is_file():
+    path = folder / ("multirun.yaml" if sweep else ".hydra/overrides.yaml")
+    if not path.is_file():
         kind = "sweep" if sweep else "run"
-        raise ConfigError(f"resume={resume} is invalid: no {saved.relative_to(folder)} there "
+        raise ConfigError(f"resume={resume} is invalid: no {path.relative_to(folder)} there "
                           f"(not a {kind} folder)")  # fmt: skip
-    saved_task = config.saved_overrides(saved)["task"]
-    task = resumed_task(saved_task, overrides)
+    saved = config.saved_overrides(path)
+    task = resumed_task(saved["task"], overrides)
     hydra = [o for o in overrides if _is_hydra_key(_key(o))]
     if sweep and not hydra:
-        saved_hydra = config.saved_overrides(saved)["hydra"]
-        hydra = [o for o in saved_hydra if not o.startswith(config.GENERATED)]
+        hydra = [o for o in saved["hydra"] if not o.startswith(config.GENERATED)]
     where = f"hydra.{'sweep' if sweep else 'run'}.dir={folder}"
     return [*task, *hydra, f"resume={folder}", where]
 

@@ -274,8 +274,7 @@ def train(
         metrics.update(write_artefacts(model, splits, pca, cfg, run_dir))
         if cfg.select == "best" and best_epoch is None:
             metrics["notes"].append(NO_VALIDATION.removeprefix("aesweep: "))
-    clock.lap("artefacts")
-    if trainer.is_global_zero:
+        clock.lap("artefacts")  # rank 0 records the run, and its timings
         log_results(trainer.loggers, metrics, trainer.global_step, failed_loggers)
     return {**metrics, "failed_loggers": failed_loggers or None, "timings": clock.timings}
 

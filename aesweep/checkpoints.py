@@ -102,6 +102,15 @@ def check_recipe(path: Path, ckpt: dict[str, Any], cfg: Any) -> None:
             )
 
 
+def check_continuation(path: Path, shapes: dict[str, Any], cfg: Any) -> None:
+    """A checkpoint to continue from: data only, of a model with these `shapes`, and with
+    resume=DIR of the recipe these configs give (the CLI's preflight and the job both ask)."""
+    ckpt = read_checkpoint(path)
+    check_shapes(path, ckpt, shapes)
+    if cfg.resume is not None:
+        check_recipe(path, ckpt, cfg)
+
+
 def _difference(name: str, old: Any, new: Any) -> tuple[str, Any, Any] | None:
     """The first (setting, old, new) that differs, looking into nested settings."""
     if isinstance(old, dict) and isinstance(new, dict):

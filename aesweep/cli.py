@@ -392,10 +392,7 @@ def check_continued_checkpoint(cfg: Any, multirun: bool) -> None:
     previous = config.read_result(folder) if cfg.resume is not None else None
     if path is None or config.kept_as_finished(previous, cfg.hydra.overrides.task):
         return
-    ckpt = checkpoints.read_checkpoint(path)
-    checkpoints.check_shapes(path, ckpt, checkpoints.shapes_of(cfg))  # the data's: in the job
-    if cfg.resume is not None:
-        checkpoints.check_recipe(path, ckpt, cfg)
+    checkpoints.check_continuation(path, checkpoints.shapes_of(cfg), cfg)  # data's: in the job
 
 
 def dirname_overrides(overrides: list[str], swept: list[str]) -> list[str]:

@@ -40,8 +40,7 @@ from aesweep.callbacks import (
 )
 from aesweep.checkpoints import (
     SHAPE_KEYS,
-    check_recipe,
-    check_shapes,
+    check_continuation,
     checkpoint_to_continue,
     read_checkpoint,
     recipe_of,
@@ -285,10 +284,7 @@ def checked_checkpoint(cfg: DictConfig, run_dir: Path, model: AutoEncoder) -> Pa
     file system, a requeued job run another version)."""
     ckpt_path = checkpoint_to_continue(cfg, run_dir)
     if ckpt_path is not None:
-        ckpt = read_checkpoint(ckpt_path)
-        check_shapes(ckpt_path, ckpt, {key: model.hparams[key] for key in SHAPE_KEYS})
-        if cfg.resume is not None:
-            check_recipe(ckpt_path, ckpt, cfg)
+        check_continuation(ckpt_path, {key: model.hparams[key] for key in SHAPE_KEYS}, cfg)
     return ckpt_path
 
 

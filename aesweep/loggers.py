@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sqlite3
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,14 @@ def sqlite_uri(uri: str, cwd: Path) -> str:
     return SQLITE + str(path)
 
 
+def open_sqlite(uri: str) -> None:
+    """Open a local SQLite store once, directly, so one that cannot open fails at once:
+    MLflow retries it nine times, backing off (101 s), in every process that opens it."""
+    if uri.startswith(SQLITE):
+        with contextlib.closing(sqlite3.connect(uri.removeprefix(SQLITE))) as db:
+            db.execute("PRAGMA schema_version")  # reads the header: "file is not a database"
+
+
 def job_names(run_dir: Path) -> tuple[str, str]:
     """(experiment, run) names: a sweep's jobs are runs of one experiment named after the
     sweep folder, and each run is named after its job folder (e.g. dim_z=32)."""
@@ -75,6 +84,7 @@ def build_loggers(cfg: DictConfig, run_dir: Path, failed: dict[str, str]) -> lis
             if "artifact_location" not in conf:
                 fill["artifact_location"] = _artifact_location(fill["tracking_uri"])
         try:
+            open_sqlite(fill.get("tracking_uri", ""))
             logger = instantiate(conf, **fill)
             _ = logger.experiment  # MLflow: connects, creates the run
         except Exception as e:
@@ -100,10 +110,9 @@ def prepare_stores(cfg: DictConfig, experiment: str) -> None:
         from mlflow import MlflowClient
 
         uri = sqlite_uri(str(conf.tracking_uri), Path.cwd())
+        open_sqlite(uri)
         client = MlflowClient(tracking_uri=uri)  # a SQLite store is created and migrated here
         if uri.startswith(SQLITE):
-            import sqlite3
-
             with contextlib.closing(sqlite3.connect(uri.removeprefix(SQLITE))) as db:
                 db.execute("PRAGMA journal_mode=WAL")
         name = conf.get("experiment_name") or experiment

@@ -4,6 +4,7 @@ once, and a missing package refused before training."""
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -131,16 +132,37 @@ def test_four_parallel_jobs_share_one_fresh_mlflow_store(tmp_path: Path) -> None
     assert {r.info.status for r in runs} == {"FINISHED"}
 
 
-def test_a_logger_that_cannot_open_costs_the_run_nothing(aesweep, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("make_store", "reason"),
+    [
+        (lambda path: path.mkdir(), "unable to open database file"),  # SQLite cannot open it
+        (lambda path: path.write_bytes(b"not a database\n" * 100), "file is not a database"),
+    ],
+    ids=["a-folder", "not-a-database"],
+)
+def test_a_logger_that_cannot_open_costs_the_run_nothing(
+    aesweep, tmp_path: Path, make_store, reason: str
+) -> None:
+    """The store is opened once: MLflow itself retries a SQLite store it cannot open nine
+    times, backing off (101 s), in the sweep's process and again in every job."""
     pytest.importorskip("mlflow")
-    (tmp_path / "store.db").mkdir()  # not a database: SQLite cannot open it
-    outcome = aesweep(
-        "sweep", "sweep.dims=[4]", *SMOKE, "logger=[csv,mlflow]",
-        "logger.mlflow.tracking_uri=sqlite:///store.db", "hydra.sweep.dir=sw",
-    )  # fmt: skip
+    make_store(tmp_path / "store.db")
+    retries: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = retries.append  # type: ignore[method-assign]
+    mlflow_db = logging.getLogger("mlflow.store.db.utils")
+    mlflow_db.addHandler(handler)
+    try:
+        outcome = aesweep(
+            "sweep", "sweep.dims=[4]", *SMOKE, "logger=[csv,mlflow]",
+            "logger.mlflow.tracking_uri=sqlite:///store.db", "hydra.sweep.dir=sw",
+        )  # fmt: skip
+    finally:
+        mlflow_db.removeHandler(handler)
     assert outcome.code == 0, outcome.err
+    assert not [r.getMessage() for r in retries if "could not be created" in r.getMessage()]
     result = result_of(tmp_path / "sw" / "dim_z=4")
     assert result["status"] == "ok" and result["epochs"] == 2
-    assert "unable to open database file" in result["failed_loggers"]["mlflow"]
+    assert reason in result["failed_loggers"]["mlflow"]
     assert (tmp_path / "sw" / "dim_z=4" / "metrics.csv").is_file()  # the CSV logger went on
     assert "logger mlflow failed: " in (tmp_path / "sw" / "report.md").read_text()

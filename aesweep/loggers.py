@@ -49,12 +49,25 @@ def sqlite_uri(uri: str, cwd: Path) -> str:
     return SQLITE + str(path)
 
 
-def open_sqlite(uri: str) -> None:
-    """Open a local SQLite store once, directly, so one that cannot open fails at once:
-    MLflow retries it nine times, backing off (101 s), in every process that opens it."""
+def open_store(uri: str) -> None:
+    """Reach a tracking store once, directly, before MLflow does: MLflow retries a SQLite
+    store that cannot open nine times (101 s), and a server that does not answer seven
+    times (about 4 min), in the sweep's process and again in every job. A server that
+    answers at all, even with an error (a rate limit, a login), is left to MLflow."""
     if uri.startswith(SQLITE):
         with contextlib.closing(sqlite3.connect(uri.removeprefix(SQLITE))) as db:
             db.execute("PRAGMA schema_version")  # reads the header: "file is not a database"
+    elif uri.startswith(("http://", "https://")):
+        from urllib.error import HTTPError, URLError
+        from urllib.request import urlopen
+
+        try:
+            urlopen(uri.rstrip("/") + "/health", timeout=10).close()
+        except HTTPError:
+            return  # it answers
+        except (URLError, OSError) as e:
+            why = " ".join(str(getattr(e, "reason", e)).split())
+            raise ConnectionError(f"no server answers at {uri} ({why})") from None
 
 
 def job_names(run_dir: Path) -> tuple[str, str]:
@@ -84,7 +97,7 @@ def build_loggers(cfg: DictConfig, run_dir: Path, failed: dict[str, str]) -> lis
             if "artifact_location" not in conf:
                 fill["artifact_location"] = _artifact_location(fill["tracking_uri"])
         try:
-            open_sqlite(fill.get("tracking_uri", ""))
+            open_store(fill.get("tracking_uri", ""))
             logger = instantiate(conf, **fill)
             _ = logger.experiment  # MLflow: connects, creates the run
         except Exception as e:
@@ -110,7 +123,7 @@ def prepare_stores(cfg: DictConfig, experiment: str) -> None:
         from mlflow import MlflowClient
 
         uri = sqlite_uri(str(conf.tracking_uri), Path.cwd())
-        open_sqlite(uri)
+        open_store(uri)
         client = MlflowClient(tracking_uri=uri)  # a SQLite store is created and migrated here
         if uri.startswith(SQLITE):
             with contextlib.closing(sqlite3.connect(uri.removeprefix(SQLITE))) as db:

@@ -5,6 +5,7 @@ once, and a missing package refused before training."""
 from __future__ import annotations
 
 import logging
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -132,21 +133,39 @@ def test_four_parallel_jobs_share_one_fresh_mlflow_store(tmp_path: Path) -> None
     assert {r.info.status for r in runs} == {"FINISHED"}
 
 
+def a_folder(tmp_path: Path) -> str:
+    (tmp_path / "store.db").mkdir()  # SQLite cannot open it
+    return "sqlite:///store.db"
+
+
+def not_a_database(tmp_path: Path) -> str:
+    (tmp_path / "store.db").write_bytes(b"not a database\n" * 100)
+    return "sqlite:///store.db"
+
+
+def no_server(tmp_path: Path) -> str:
+    with socket.socket() as free:  # a port nothing listens on: the connection is refused
+        free.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{free.getsockname()[1]}"
+
+
 @pytest.mark.parametrize(
-    ("make_store", "reason"),
+    ("store", "reason"),
     [
-        (lambda path: path.mkdir(), "unable to open database file"),  # SQLite cannot open it
-        (lambda path: path.write_bytes(b"not a database\n" * 100), "file is not a database"),
+        (a_folder, "unable to open database file"),
+        (not_a_database, "file is not a database"),
+        (no_server, "ConnectionError: no server answers at http://127.0.0.1:"),
     ],
-    ids=["a-folder", "not-a-database"],
+    ids=["a-folder", "not-a-database", "no-server"],
 )
 def test_a_logger_that_cannot_open_costs_the_run_nothing(
-    aesweep, tmp_path: Path, make_store, reason: str
+    aesweep, tmp_path: Path, store, reason: str
 ) -> None:
-    """The store is opened once: MLflow itself retries a SQLite store it cannot open nine
-    times, backing off (101 s), in the sweep's process and again in every job."""
+    """The store is reached once, directly: MLflow itself retries a SQLite store it cannot
+    open nine times (101 s) and a server that does not answer seven times (about 4 min), in
+    the sweep's process and again in every job."""
     pytest.importorskip("mlflow")
-    make_store(tmp_path / "store.db")
+    uri = store(tmp_path)
     retries: list[logging.LogRecord] = []
     handler = logging.Handler()
     handler.emit = retries.append  # type: ignore[method-assign]
@@ -155,7 +174,7 @@ def test_a_logger_that_cannot_open_costs_the_run_nothing(
     try:
         outcome = aesweep(
             "sweep", "sweep.dims=[4]", *SMOKE, "logger=[csv,mlflow]",
-            "logger.mlflow.tracking_uri=sqlite:///store.db", "hydra.sweep.dir=sw",
+            f"logger.mlflow.tracking_uri={uri}", "hydra.sweep.dir=sw",
         )  # fmt: skip
     finally:
         mlflow_db.removeHandler(handler)

@@ -53,11 +53,13 @@ def open_store(uri: str) -> None:
     """Reach a tracking store once, directly, before MLflow does: MLflow retries a SQLite
     store that cannot open nine times (101 s), and a server that does not answer seven
     times (about 4 min), in the sweep's process and again in every job. A server that
-    answers at all, even with an error (a rate limit, a login), is left to MLflow."""
+    answers at all, even with an error (a rate limit, a login) or a certificate that only
+    MLflow's TLS settings accept, is left to MLflow."""
     if uri.startswith(SQLITE):
         with contextlib.closing(sqlite3.connect(uri.removeprefix(SQLITE))) as db:
             db.execute("PRAGMA schema_version")  # reads the header: "file is not a database"
     elif uri.startswith(("http://", "https://")):
+        import ssl
         from urllib.error import HTTPError, URLError
         from urllib.request import urlopen
 
@@ -66,7 +68,10 @@ def open_store(uri: str) -> None:
         except HTTPError:
             return  # it answers
         except (URLError, OSError) as e:
-            why = " ".join(str(getattr(e, "reason", e)).split())
+            reason = e.reason if isinstance(e, URLError) else e
+            if isinstance(reason, ssl.SSLError):
+                return  # it answers
+            why = " ".join(str(reason).split())
             raise ConnectionError(f"no server answers at {uri} ({why})") from None
 
 

@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
+from urllib.error import URLError
 
 import pandas as pd
 import pytest
@@ -185,3 +189,27 @@ def test_a_logger_that_cannot_open_costs_the_run_nothing(
     assert reason in result["failed_loggers"]["mlflow"]
     assert (tmp_path / "sw" / "dim_z=4" / "metrics.csv").is_file()  # the CSV logger went on
     assert "logger mlflow failed: " in (tmp_path / "sw" / "report.md").read_text()
+
+
+def test_a_server_that_answers_is_left_to_mlflow(monkeypatch) -> None:
+    """Only a server where nothing answers fails at once: a rate limit or a login is MLflow's
+    to retry, and a self-signed certificate its TLS settings' to accept
+    (MLFLOW_TRACKING_INSECURE_TLS, MLFLOW_TRACKING_SERVER_CERT_PATH)."""
+    from aesweep.loggers import open_store
+
+    class Busy(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_error(429)  # Too Many Requests
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with HTTPServer(("127.0.0.1", 0), Busy) as server:
+        threading.Thread(target=server.handle_request, daemon=True).start()
+        open_store(f"http://127.0.0.1:{server.server_port}")
+
+    def self_signed(*args: object, **kwargs: object) -> None:
+        raise URLError(ssl.SSLCertVerificationError(1, "certificate verify failed"))
+
+    monkeypatch.setattr("urllib.request.urlopen", self_signed)
+    open_store("https://mlflow.example.org")

@@ -97,12 +97,12 @@ def build_loggers(cfg: DictConfig, run_dir: Path, failed: dict[str, str]) -> lis
     loggers = []
     for key, conf in (cfg.get("logger") or {}).items():
         fill = {k: v for k, v in nulls.items() if conf.get(k, "") is None}
-        if conf.get("tracking_uri"):
-            fill["tracking_uri"] = sqlite_uri(str(conf.tracking_uri), Path.cwd())
-            if "artifact_location" not in conf:
-                fill["artifact_location"] = _artifact_location(fill["tracking_uri"])
         try:
-            open_store(fill.get("tracking_uri", ""))
+            if conf.get("tracking_uri"):  # its folder is made here: that, too, may fail
+                fill["tracking_uri"] = sqlite_uri(str(conf.tracking_uri), Path.cwd())
+                if "artifact_location" not in conf:
+                    fill["artifact_location"] = _artifact_location(fill["tracking_uri"])
+                open_store(fill["tracking_uri"])
             logger = instantiate(conf, **fill)
             _ = logger.experiment  # MLflow: connects, creates the run
         except Exception as e:

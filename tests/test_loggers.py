@@ -147,6 +147,11 @@ def not_a_database(tmp_path: Path) -> str:
     return "sqlite:///store.db"
 
 
+def under_a_file(tmp_path: Path) -> str:
+    (tmp_path / "stores").write_text("a file, where the store's folder would go\n")
+    return "sqlite:///stores/mlflow.db"
+
+
 def no_server(tmp_path: Path) -> str:
     with socket.socket() as free:  # a port nothing listens on: the connection is refused
         free.bind(("127.0.0.1", 0))
@@ -158,9 +163,10 @@ def no_server(tmp_path: Path) -> str:
     [
         (a_folder, "unable to open database file"),
         (not_a_database, "file is not a database"),
+        (under_a_file, "FileExistsError"),
         (no_server, "ConnectionError: no server answers at http://127.0.0.1:"),
     ],
-    ids=["a-folder", "not-a-database", "no-server"],
+    ids=["a-folder", "not-a-database", "under-a-file", "no-server"],
 )
 def test_a_logger_that_cannot_open_costs_the_run_nothing(
     aesweep, tmp_path: Path, store, reason: str

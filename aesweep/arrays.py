@@ -34,7 +34,7 @@ class ArrayData:
     image_shape: tuple[int, ...] | None  # (C, H, W) when the layout or data.image_shape says so
     feature_names: tuple[str, ...] | None  # a .csv's column names
 
-    @property
+    @functools.cached_property  # a pass over every value; the preflight and load_splits ask
     def pixels(self) -> bool:
         """Images, or whole numbers in [0, 255]: scaled to [0, 1] by one range, not per feature."""
         if self.image_shape is not None:
@@ -43,7 +43,7 @@ class ArrayData:
         integral = not x.is_floating_point() or all(
             torch.equal(chunk, chunk.round()) for chunk in x.split(CHUNK_ROWS)
         )  # in chunks: round() copies what it rounds
-        return integral and x.numel() > 0 and x.min() >= 0 and x.max() <= 255
+        return bool(integral and x.numel() > 0 and x.min() >= 0 and x.max() <= 255)
 
 
 def fail(path: Any, problem: str) -> None:
